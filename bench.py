@@ -1,0 +1,107 @@
+"""Side-by-side timing: the earlier public recipe against `python mnist.py`, each in its own process.
+
+    python bench.py                   # 3 pairs on the CPU
+    python bench.py --device cuda     # the same on a GPU
+
+The earlier recipe: its 11,130-parameter model, torchvision's MNIST with ToTensor() and
+Normalize((0.1307,), (0.3081,)) per sample through a shuffled DataLoader, batch 64, Adam 1e-3,
+one epoch, then the test set. Prints the median of each figure and the ratios.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def earlier_recipe(data_dir, device, metrics_json):
+    """The earlier solution's training script, as it was; writes its metrics to metrics_json."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision import datasets, transforms
+
+    import mnist
+
+    torch.manual_seed(0)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=True, transform=tf),
+                                               batch_size=64, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=False, transform=tf), batch_size=1000)
+    model = mnist.MODELS["seed"]().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    t0 = time.perf_counter()
+    model.train()
+    for x, y in train_loader:
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    sync()
+    t1 = time.perf_counter()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in test_loader:
+            correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    Path(metrics_json).write_text(json.dumps({"train_seconds": t1 - t0, "test_accuracy": correct / 100}))
+
+
+def measure(cmd):
+    """Runs cmd; returns (wall seconds, peak resident memory in MB) of that process alone."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"bench.py: error: {' '.join(cmd)} failed")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=3, help="how many runs of each, alternating (default: %(default)s)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"))
+    p.add_argument("--earlier", action="store_true", help=argparse.SUPPRESS)  # the child process
+    p.add_argument("--metrics-json", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.earlier:
+        return earlier_recipe(args.data_dir, args.device, args.metrics_json)
+
+    results = {"earlier recipe": [], "mnist.py": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.json"
+        commands = {
+            "earlier recipe": [sys.executable, str(HERE / "bench.py"), "--earlier"],
+            "mnist.py": [sys.executable, str(HERE / "mnist.py"), "--no-progress", "--out", str(Path(tmp) / "w.pt")],
+        }
+        for i in range(args.pairs):
+            for name, cmd in commands.items():
+                cmd = cmd + ["--device", args.device, "--data-dir", args.data_dir, "--metrics-json", str(metrics)]
+                seconds, rss = measure(cmd)
+                m = json.loads(metrics.read_text())
+                results[name].append({"process": seconds, "train": m["train_seconds"], "acc": m["test_accuracy"],
+                                      "rss": rss})
+                print(f"pair {i + 1}/{args.pairs} {name:15s} process {seconds:5.1f} s  train {m['train_seconds']:5.1f} s"
+                      f"  accuracy {m['test_accuracy']:.2f}%  peak {rss:,.0f} MB", flush=True)
+
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
+    print(f"\nmedians over {args.pairs} pairs on {args.device}:")
+    for name, m in med.items():
+        print(f"  {name:15s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  accuracy {m['acc']:.2f}%"
+              f"  peak {m['rss']:,.0f} MB")
+    old, new = med["earlier recipe"], med["mnist.py"]
+    print(f"  speed-up: whole process {old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x;"
+          f" peak memory ratio {new['rss'] / old['rss']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
