@@ -38,7 +38,7 @@ class Config:
     epochs: int = 1
     batch_size: int = 64          # more, smaller steps: 64 beat 128 and 256 on validation
     lr: float = 0.4               # peak of the one-cycle schedule, SGD with Nesterov momentum
-    momentum: float = 0.9
+    momentum: float = 0.9         # Nesterov
     weight_decay: float = 5e-4
     warmup: float = 0.25          # fraction of the steps spent rising to the peak lr
     label_smoothing: float = 0.1  # worth about 0.1 point after one epoch on validation
@@ -366,8 +366,8 @@ def main(argv=None):
     try:
         from torchsummary import summary
 
-        summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
         data = load_mnist(args.data_dir)
+        summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
         split = "val" if cfg.val else "test"
         runs = []
         for i in range(args.runs):
