@@ -234,6 +234,13 @@ def test_loading_writes_nothing_into_the_data_dir(tmp_path):
     assert splits["train"][0].shape == (60_000, 1, 28, 28) and splits["test"][1].shape == (10_000,)
 
 
+def test_out_that_is_a_folder_is_refused_before_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        mnist.main(["--data-dir", str(data_root()), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_file_that_is_not_weights_is_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("not weights")
