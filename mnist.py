@@ -304,13 +304,71 @@ def load_weights(path, device="cpu"):
     """Rebuilds the model a file of save_weights was made from."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        model = build_model(saved["model"]).to(device)
-        model.load_state_dict(saved["state_dict"])
+        name, state = saved["model"], saved["state_dict"]
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
     except Exception:
         raise UserError(f"{path} is not a weights file saved by mnist.py") from None
+    if name not in MODELS:
+        raise UserError(f"{path} holds weights of an unknown architecture {name!r}")
+    model = build_model(name).to(device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"{path} does not hold weights that fit the {name!r} architecture") from None
     return model.eval()
+
+
+# ---------------------------------------------------------------- use a trained model
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=500):
+    """Returns the class probabilities of uint8 images N×1×28×28."""
+    model.eval()
+    return torch.cat([model(normalise(x)).softmax(1) for x in images.split(batch_size)])
+
+
+def confusion_matrix(labels, predicted):
+    """10×10 counts, rows the true digit, columns the predicted one."""
+    return torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
+
+
+def prepare_image(path):
+    """Turns a photo or drawing of one digit into a uint8 1×28×28 tensor made the way MNIST was.
+
+    Greyscale; light background inverted; background level subtracted; cropped to the ink;
+    longest side scaled to 20 pixels; centre of mass placed at the centre of 28×28.
+    """
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as img:
+            x = pil_to_tensor(img.convert("L"))[0].float()
+    except FileNotFoundError:
+        raise UserError("no such file") from None
+    except (UnidentifiedImageError, OSError):
+        raise UserError("not an image Pillow can read") from None
+    border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
+    if border.median() > 127:  # dark ink on light paper
+        x = 255 - x
+        border = 255 - border
+    x = (x - border.median()).clamp(min=0)
+    if x.max() < 32:
+        raise UserError("blank image: no ink found")
+    rows, cols = (x > 0.25 * x.max()).nonzero(as_tuple=True)
+    x = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = x.shape
+    size = (max(1, round(20 * h / max(h, w))), max(1, round(20 * w / max(h, w))))
+    x = F.interpolate(x[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    x = x / x.max() * 255
+    ys, xs = torch.arange(size[0]), torch.arange(size[1])
+    cy, cx = ((x.sum(1) @ ys.float()) / x.sum()).item(), ((x.sum(0) @ xs.float()) / x.sum()).item()
+    top, left = (min(max(round(14 - c), 0), 28 - n) for c, n in ((cy, size[0]), (cx, size[1])))
+    out = torch.zeros(28, 28)
+    out[top:top + size[0], left:left + size[1]] = x
+    return out.round().to(torch.uint8)[None]
 
 
 # ---------------------------------------------------------------- command line
@@ -328,30 +386,27 @@ def positive(kind):
     return parse
 
 
-def parse_args(argv):
-    d = Config()
-    p = argparse.ArgumentParser(description="Train a BatchNorm CNN of under 25k parameters on MNIST.")
+def make_parser(description, epilog=None):
+    p = argparse.ArgumentParser(prog="mnist.py", description=description, epilog=epilog)
+    p.error = lambda message: p.exit(2, f"mnist.py: error: {message} (see --help)\n")  # one line, no usage dump
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
                    help="torchvision root holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
-    p.add_argument("--model", choices=sorted(MODELS), default=d.model, help="architecture (default: %(default)s)")
-    p.add_argument("--epochs", type=positive(int), default=d.epochs, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--lr", type=positive(float), default=d.lr, help="peak learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument("--runs", type=positive(int), default=1, help="train this many runs, seeds S, S+1, ...")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="(default: %(default)s)")
-    p.add_argument("--val", action="store_true", help="hold out the last 10,000 training images and report on them")
-    p.add_argument("--out", default="mnist_cnn.pt", help="where the weights go (default: %(default)s)")
-    p.add_argument("--metrics-json", metavar="PATH", help="also write the metrics to this JSON file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
-    p.error = lambda message: p.exit(2, f"mnist.py: error: {message} (see --help)\n")  # one line, no usage dump
-    args = p.parse_args(argv)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: %(default)s)")
+    return p
+
+
+def check_args(p, args, *outputs):
+    """Refuses, before any work, a device that is not there and files that cannot be written."""
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
-    for path in (args.out, args.metrics_json):
+    for path in outputs:
         if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
             p.error(f"cannot write {path}: it is a folder, or its folder does not exist")
     return args
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def summarise(runs, key):
@@ -360,46 +415,136 @@ def summarise(runs, key):
             "min": min(values), "max": max(values)}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def train_command(argv):
+    d = Config()
+    p = make_parser("Train a BatchNorm CNN of under 25k parameters on MNIST for one epoch.",
+                    "other commands: mnist.py evaluate --help, mnist.py predict --help")
+    p.add_argument("--model", choices=sorted(MODELS), default=d.model, help="architecture (default: %(default)s)")
+    p.add_argument("--epochs", type=positive(int), default=d.epochs, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="(default: %(default)s)")
+    p.add_argument("--lr", type=positive(float), default=d.lr, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument("--runs", type=positive(int), default=1, help="train this many runs, seeds S, S+1, ...")
+    p.add_argument("--val", action="store_true", help="hold out the last 10,000 training images and report on them")
+    p.add_argument("--out", default="mnist_cnn.pt", help="where the weights go (default: %(default)s)")
+    p.add_argument("--metrics-json", metavar="PATH", help="also write the metrics to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+    args = p.parse_args(argv)
+    check_args(p, args, args.out, args.metrics_json)
     cfg = Config(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  device=args.device, val=args.val)
     device = pick_device(cfg.device)
-    try:
-        from torchsummary import summary
+    from torchsummary import summary
 
-        data = {split: (x.to(device), y.to(device)) for split, (x, y) in load_mnist(args.data_dir).items()}
-        summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
-        split = "val" if cfg.val else "test"
-        runs = []
-        for i in range(args.runs):
-            model, metrics = run(Config(**{**asdict(cfg), "seed": cfg.seed + i}), data, not args.no_progress)
-            runs.append(metrics)
-            print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy {metrics[f'{split}_accuracy']:.2f}%"
-                  f"  loss {metrics[f'{split}_loss']:.4f}  train {metrics['train_seconds']:.1f} s"
-                  f"  eval {metrics['eval_seconds']:.1f} s")
-        save_weights(model, cfg.model, args.out)
-        result = dict(runs[-1])
-        if args.runs > 1:
-            stats = summarise(runs, f"{split}_accuracy")
-            result.update(runs=runs, **{f"{split}_accuracy_{k}": v for k, v in stats.items()})
-            print(f"{split} accuracy over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} (std), "
-                  f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
-        if args.metrics_json:
-            atomic_write(args.metrics_json, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    data = {split: (x.to(device), y.to(device)) for split, (x, y) in load_mnist(args.data_dir).items()}
+    summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
+    split = "val" if cfg.val else "test"
+    runs = []
+    for i in range(args.runs):
+        model, metrics = run(Config(**{**asdict(cfg), "seed": cfg.seed + i}), data, not args.no_progress)
+        runs.append(metrics)
+        print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy {metrics[f'{split}_accuracy']:.2f}%"
+              f"  loss {metrics[f'{split}_loss']:.4f}  train {metrics['train_seconds']:.1f} s"
+              f"  eval {metrics['eval_seconds']:.1f} s")
+    save_weights(model, cfg.model, args.out)
+    result, accuracy = dict(runs[-1]), metrics[f"{split}_accuracy"]
+    if args.runs > 1:
+        stats = summarise(runs, f"{split}_accuracy")
+        result.update(runs=runs, **{f"{split}_accuracy_{k}": v for k, v in stats.items()})
+        accuracy = stats["mean"]
+        print(f"{split} accuracy over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} (std), "
+              f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
+    if args.metrics_json:
+        write_json(args.metrics_json, result)
+    print(f"{cfg.model} model, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) on {device.type}: "
+          f"{split} accuracy {accuracy:.2f}%, {metrics['train_seconds']:.1f} s of training; weights in {args.out}")
+    return 0
+
+
+def evaluate_command(argv):
+    from torchvision.utils import save_image
+
+    p = make_parser("Evaluate saved weights on the 10,000 test images.")
+    p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
+    p.add_argument("--metrics-json", metavar="PATH", help="write test_accuracy, per_class and confusion here")
+    p.add_argument("--errors", metavar="PNG", help="save a grid of the misclassified test digits here")
+    args = p.parse_args(argv)
+    check_args(p, args, args.metrics_json, args.errors)
+    device = pick_device(args.device)
+    model = load_weights(args.weights, device)
+    images, labels = (t.to(device) for t in load_mnist(args.data_dir)["test"])
+    predicted = predict(model, images).argmax(1)
+    confusion = confusion_matrix(labels, predicted).cpu()
+    accuracy = 100 * confusion.trace().item() / len(labels)
+    per_class = (100 * confusion.diag() / confusion.sum(1)).tolist()
+    wrong = (predicted != labels).nonzero()[:, 0]
+
+    print(f"test accuracy {accuracy:.2f}% ({len(wrong)} of {len(labels):,} wrong)")
+    print("confusion matrix, rows true, columns predicted:")
+    print("     " + "".join(f"{d:>6}" for d in range(10)) + "   accuracy")
+    for d in range(10):
+        print(f"  {d}: " + "".join(f"{n:>6}" for n in confusion[d].tolist()) + f"   {per_class[d]:6.2f}%")
+    if args.errors:
+        atomic_write(args.errors, lambda tmp: save_image(images[wrong].float() / 255, tmp, nrow=20, pad_value=0.5,
+                                                         format="png"))
+        pairs = [f"{t}→{q}" for t, q in zip(labels[wrong].tolist(), predicted[wrong].tolist())]
+        print(f"misclassified digits in {args.errors}, row by row (true→predicted):")
+        for row in range(0, len(pairs), 20):
+            print("  " + " ".join(pairs[row:row + 20]))
+    if args.metrics_json:
+        write_json(args.metrics_json, {"test_accuracy": accuracy, "per_class": per_class,
+                                       "confusion": confusion.tolist()})
+    return 0
+
+
+def predict_command(argv):
+    from torchvision.utils import save_image
+
+    p = make_parser("Predict the digit in each image (any size, grey or colour, dark on light or light on dark).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, digit, probability}")
+    p.add_argument("--show", metavar="PNG", help="save the 28×28 inputs the model saw, side by side")
+    args = p.parse_args(argv)
+    check_args(p, args, args.show)
+    device = pick_device(args.device)
+    model = load_weights(args.weights, device)
+    results, inputs = [], []
+    for path in args.images:
+        try:
+            inputs.append(prepare_image(path))
+            results.append({"path": path})
+        except UserError as e:
+            results.append({"path": path, "error": str(e)})
+    if inputs:
+        probs = predict(model, torch.stack(inputs).to(device)).cpu()
+        for r, prob in zip((r for r in results if "error" not in r), probs):
+            r["digit"], r["probability"] = prob.argmax().item(), prob.max().item()
+    if args.show and inputs:
+        atomic_write(args.show, lambda tmp: save_image(torch.stack(inputs).float() / 255, tmp, pad_value=0.5,
+                                                       format="png"))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['path']}: error: {r['error']}" if "error" in r else
+                  f"{r['path']}: {r['digit']} ({100 * r['probability']:.1f}%)")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = {"evaluate": evaluate_command, "predict": predict_command}.get(argv[0] if argv else None)
+    try:
+        return command(argv[1:]) if command else train_command(argv)
     except UserError as e:
         print(f"mnist.py: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # an unreadable data file, an --out that is a folder, a full disk
+    except OSError as e:  # an unreadable data file, a full disk
         print(f"mnist.py: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("mnist.py: interrupted; nothing was saved", file=sys.stderr)
+        print("mnist.py: interrupted; no file was left half-written", file=sys.stderr)
         return 130
-    acc = result.get(f"{split}_accuracy_mean", result[f"{split}_accuracy"])
-    print(f"{cfg.model} model, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) on {device.type}: "
-          f"{split} accuracy {acc:.2f}%, {metrics['train_seconds']:.1f} s of training; weights in {args.out}")
-    return 0
+    return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ MNIST is read from $MNIST_DATA_DIR (default ../shared/data, then ./data); nothin
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,73 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
     bad.write_text("not weights")
     with pytest.raises(mnist.UserError, match="not a weights file"):
         mnist.load_weights(bad)
+
+
+# ---------------------------------------------------------------- evaluate and predict
+
+
+def test_evaluate_agrees_with_training(trained, tmp_path, capsys):
+    metrics, weights, _ = trained
+    code = mnist.main(["evaluate", "--weights", str(weights), "--data-dir", str(data_root()), "--device", "cpu",
+                       "--metrics-json", str(tmp_path / "e.json"), "--errors", str(tmp_path / "errors.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    confusion = torch.tensor(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10_000
+    wrong = 10_000 - confusion.trace().item()
+    assert len(re.findall(r"\d→\d", out)) == wrong and len(report["per_class"]) == 10
+    assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def render(image, path, scale, dy, dx):
+    """A test digit as a photo-like picture: black ink on white paper, larger, off-centre, in colour."""
+    from PIL import Image
+
+    big = F.interpolate(image[None].float(), scale_factor=scale, mode="bilinear")[0, 0]
+    canvas = torch.full((28 * scale + 40, 28 * scale + 60), 255.0)
+    canvas[dy:dy + 28 * scale, dx:dx + 28 * scale] = 255 - big
+    Image.fromarray(canvas.clamp(0, 255).byte().numpy()).convert("RGB").save(path)
+
+
+def test_predict_reads_digits_drawn_as_mnist_was_made(trained, data, tmp_path, capsys):
+    _, weights, _ = trained
+    images, labels = data["test"]
+    gen = torch.Generator().manual_seed(0)
+    paths = []
+    for i in range(300):
+        scale, dy, dx = (int(v) for v in (torch.randint(2, 6, (1,), generator=gen), torch.randint(0, 40, (1,), generator=gen),
+                                          torch.randint(0, 60, (1,), generator=gen)))
+        paths.append(tmp_path / f"{i}.png")
+        render(images[i], paths[-1], scale, dy, dx)
+    assert mnist.main(["predict", *map(str, paths), "--weights", str(weights), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["path"] for a in answers] == list(map(str, paths))
+    correct = sum(a["digit"] == label for a, label in zip(answers, labels[:300].tolist()))
+    assert correct >= 0.97 * 300
+
+
+def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, capsys):
+    from PIL import Image
+
+    _, weights, _ = trained
+    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
+    Image.new("L", (40, 30), 255).save(tmp_path / "blank.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    files = [tmp_path / "seven.png", tmp_path / "blank.png", tmp_path / "notes.png", tmp_path / "missing.png"]
+    code = mnist.main(["predict", *map(str, files), "--weights", str(weights), "--json"])
+    answers = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert answers[0]["digit"] == 7
+    assert [a.get("error") for a in answers[1:]] == ["blank image: no ink found", "not an image Pillow can read",
+                                                    "no such file"]
+
+
+@pytest.mark.parametrize("name, model", [("default", "seed"), ("resnet", "default")])
+def test_weights_of_another_architecture_are_refused(name, model, tmp_path, data, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save({"model": name, "state_dict": mnist.build_model(model).state_dict()}, weights)
+    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
+    code, err = run_main(["predict", str(tmp_path / "seven.png"), "--weights", str(weights)], capsys)
+    assert code == 2 and str(weights) in err and len(err.splitlines()) == 1
