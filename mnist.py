@@ -171,7 +171,7 @@ def fetch_mnist(root):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_mnist(root):
+def load_mnist(root, splits=("train", "test")):
     """Returns {"train": (images, labels), "test": (...)}: uint8 images N×1×28×28, int64 labels."""
     from torchvision.datasets import MNIST
 
@@ -181,11 +181,11 @@ def load_mnist(root):
         fetch_mnist(root)
     for name in MNIST_FILES:
         check_file(raw / name)
-    splits = {}
-    for split in ("train", "test"):
+    loaded = {}
+    for split in splits:
         ds = MNIST(root, train=split == "train")
-        splits[split] = (ds.data.unsqueeze(1), ds.targets)
-    return splits
+        loaded[split] = (ds.data.unsqueeze(1), ds.targets)
+    return loaded
 
 
 def normalise(images):
@@ -236,15 +236,16 @@ def train(model, images, labels, cfg, progress=False):
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, batch_size=500):
-    """Returns (mean cross-entropy, accuracy in percent)."""
+def logits(model, images, batch_size=500):
+    """The model's outputs for uint8 images N×1×28×28, in evaluation mode."""
     model.eval()
-    loss = correct = 0.0
-    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        out = model(normalise(x))
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-    return loss / len(images), 100 * correct / len(images)
+    return torch.cat([model(normalise(x)) for x in images.split(batch_size)])
+
+
+def evaluate(model, images, labels):
+    """Returns (mean cross-entropy, accuracy in percent)."""
+    out = logits(model, images)
+    return F.cross_entropy(out, labels).item(), 100 * (out.argmax(1) == labels).sum().item() / len(labels)
 
 
 def pick_device(name):
@@ -320,13 +321,6 @@ def load_weights(path, device="cpu"):
 
 
 # ---------------------------------------------------------------- use a trained model
-
-
-@torch.no_grad()
-def predict(model, images, batch_size=500):
-    """Returns the class probabilities of uint8 images N×1×28×28."""
-    model.eval()
-    return torch.cat([model(normalise(x)).softmax(1) for x in images.split(batch_size)])
 
 
 def confusion_matrix(labels, predicted):
@@ -472,8 +466,8 @@ def evaluate_command(argv):
     check_args(p, args, args.metrics_json, args.errors)
     device = pick_device(args.device)
     model = load_weights(args.weights, device)
-    images, labels = (t.to(device) for t in load_mnist(args.data_dir)["test"])
-    predicted = predict(model, images).argmax(1)
+    images, labels = (t.to(device) for t in load_mnist(args.data_dir, ["test"])["test"])
+    predicted = logits(model, images).argmax(1)
     confusion = confusion_matrix(labels, predicted).cpu()
     accuracy = 100 * confusion.trace().item() / len(labels)
     per_class = (100 * confusion.diag() / confusion.sum(1)).tolist()
@@ -517,7 +511,7 @@ def predict_command(argv):
         except UserError as e:
             results.append({"path": path, "error": str(e)})
     if inputs:
-        probs = predict(model, torch.stack(inputs).to(device)).cpu()
+        probs = logits(model, torch.stack(inputs).to(device)).softmax(1).cpu()
         for r, prob in zip((r for r in results if "error" not in r), probs):
             r["digit"], r["probability"] = prob.argmax().item(), prob.max().item()
     if args.show and inputs:
