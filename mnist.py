@@ -1,7 +1,7 @@
 """Train a BatchNorm CNN of fewer than 25,000 parameters on MNIST for one epoch.
 
-22,958 parameters. One epoch, test accuracy over seeds 0-4: 99.27% +- 0.07 (min 99.16%) with
-14-17 s of training on 2 cores of an AMD EPYC (torch 2.14.1). Digits are deskewed on the way in;
+23,978 parameters. One epoch, test accuracy over seeds 0-4: 99.28% +- 0.08 (min 99.16%) with
+9-12 s of training on 2 cores of an AMD EPYC (torch 2.14.1). Digits are deskewed on the way in;
 the convolution filters learn with Muon, the rest with SGD. Every choice was made on a validation
 split (--val); see README.md.
 
@@ -69,8 +69,8 @@ class UserError(Exception):
 # ---------------------------------------------------------------- model
 
 
-def conv_bn(cin, cout, padding=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+def conv_bn(cin, cout, kernel=3, stride=1, padding=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
 def conv_pool_bn(cin, cout):
@@ -80,10 +80,10 @@ def conv_pool_bn(cin, cout):
 
 MODELS = {
     "default": lambda: nn.Sequential(
-        conv_pool_bn(1, 12),          # 28 -> 14: narrow where the pixels are many
-        conv_pool_bn(12, 24),         # 14 -> 7
-        conv_bn(24, 32),              # 7
-        conv_bn(32, 44, padding=0),   # 7 -> 5: wide where they are few; the border is mostly background
+        conv_bn(1, 16, kernel=4, stride=2),  # 28 -> 14: a quarter of the positions of a 3×3 conv and a pool
+        conv_pool_bn(16, 24),                # 14 -> 7
+        conv_bn(24, 32),                     # 7
+        conv_bn(32, 44, padding=0),          # 7 -> 5: wide where positions are few; the border is background
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(44, 10),
@@ -223,9 +223,10 @@ def one_cycle(step, total, warmup):
     return min((step + 1) / rise, (total - step) / (total - rise + 1))
 
 
-def orthogonalise(g, steps=5):
+def orthogonalise(g, steps=3):
     """Roughly the nearest semi-orthogonal matrix to g: Muon's quintic Newton-Schulz iteration
-    (Keller Jordan et al., 2024) pushes every singular value of g towards 1."""
+    (Keller Jordan et al., 2024) pushes every singular value of g towards 1. Three steps did as well
+    as Muon's usual five on validation."""
     if len(g) > g.shape[1]:
         return orthogonalise(g.T, steps).T
     x = g / (g.norm() + 1e-7)
@@ -595,4 +596,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # every file is written and closed: skip tearing down torch's modules, 1-2 s
