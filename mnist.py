@@ -238,7 +238,7 @@ def orthogonalise(g, steps=3):
 
 @torch.no_grad()
 def muon_step(filters, momenta, lr, momentum):
-    """Muon: each filter bank, as an out×(in·3·3) matrix, moves by its orthogonalised Nesterov momentum."""
+    """Muon: each filter bank, as an out×(in·k·k) matrix, moves by its orthogonalised Nesterov momentum."""
     for w, m in zip(filters, momenta):
         m.mul_(momentum).add_(w.grad)
         update = orthogonalise(w.grad.add(m, alpha=momentum).flatten(1))
