@@ -175,14 +175,15 @@ def fetch_mnist(root):
 
 def load_mnist(root, splits=("train", "test")):
     """Returns {"train": (images, labels), "test": (...)}: uint8 images N×1×28×28, int64 labels."""
-    raw = Path(root) / "MNIST" / "raw"
+    root = Path(root)
+    raw = root / "MNIST" / "raw"
     if not all((raw / name).is_file() for name in MNIST_FILES):
-        fetch_mnist(Path(root))
+        fetch_mnist(root)
     for name in MNIST_FILES:
         check_file(raw / name)
 
     def read(name, header):  # an IDX file is a header, then the bytes; check_file vouched for both
-        return torch.frombuffer(bytearray((raw / name).read_bytes()[header:]), dtype=torch.uint8)
+        return torch.frombuffer(bytearray((raw / name).read_bytes()), dtype=torch.uint8, offset=header)
 
     return {split: (read(f"{prefix}-images-idx3-ubyte", 16).view(-1, 1, 28, 28),
                     read(f"{prefix}-labels-idx1-ubyte", 8).long())
@@ -254,10 +255,9 @@ def train(model, images, labels, cfg, progress=False):
     momenta = [torch.zeros_like(w) for w in filters]
     sgd = torch.optim.SGD([p for p in model.parameters() if p.ndim != 4], lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=True, weight_decay=cfg.weight_decay, fused=True)
-    total = cfg.epochs * math.ceil(len(images) / cfg.batch_size)
+    batches = math.ceil(len(images) / cfg.batch_size)
     order = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    step = 0
     for epoch in range(cfg.epochs):
         perm = torch.randperm(len(images), generator=order).to(images.device)
         total_loss = torch.zeros((), device=images.device)
@@ -270,11 +270,10 @@ def train(model, images, labels, cfg, progress=False):
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             model.zero_grad(set_to_none=True)
             loss.backward()
-            f = one_cycle(step, total, cfg.warmup)
+            f = one_cycle(epoch * batches + i, cfg.epochs * batches, cfg.warmup)
             sgd.param_groups[0]["lr"] = cfg.lr * f
             sgd.step()
             muon_step(filters, momenta, cfg.muon_lr * f, cfg.momentum)
-            step += 1
             total_loss += loss.detach() * len(idx)
             correct += (out.argmax(1) == y).sum()
             if progress and i % 25 == 24:
