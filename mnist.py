@@ -80,10 +80,10 @@ def conv_pool_bn(cin, cout):
 
 MODELS = {
     "default": lambda: nn.Sequential(
-        conv_bn(1, 16, kernel=4, stride=2),  # 28 -> 14: a quarter of the positions of a 3×3 conv and a pool
-        conv_pool_bn(16, 24),                # 14 -> 7
-        conv_bn(24, 32),                     # 7
-        conv_bn(32, 44, padding=0),          # 7 -> 5: wide where positions are few; the border is background
+        conv_bn(1, 16, kernel=4, stride=2, padding=0),  # 28 -> 13: 13 windows 4 wide, 2 apart, cover 28 exactly
+        conv_pool_bn(16, 24),                           # 13 -> 6: the pooling drops the last row and column
+        conv_bn(24, 32),                                # 6
+        conv_bn(32, 44, padding=0),                     # 6 -> 4: wide where positions are few
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(44, 10),
