@@ -1,9 +1,9 @@
 """Train a BatchNorm CNN of fewer than 25,000 parameters on MNIST for one epoch.
 
-23,978 parameters. One epoch, test accuracy over seeds 0-4: 99.28% +- 0.08 (min 99.16%) with
-9-12 s of training on 2 cores of an AMD EPYC (torch 2.14.1). Digits are deskewed on the way in;
-the convolution filters learn with Muon, the rest with SGD. Every choice was made on a validation
-split (--val); see README.md.
+23,978 parameters. One epoch, test accuracy over seeds 0-4: 99.37% +- 0.04 (min 99.31%) with
+9-13 s of training on 2 cores of an AMD EPYC (torch 2.14.1). Digits are deskewed on the way in;
+the convolution filters learn with Muon, the rest with SGD; each test digit is looked at five times,
+moved by a pixel each way. Every choice was made on a validation split (--val); see README.md.
 
     pip install -r requirements.txt
     python mnist.py                  # train one epoch, evaluate, save mnist_cnn.pt
@@ -285,11 +285,22 @@ def train(model, images, labels, cfg, progress=False):
 # ---------------------------------------------------------------- evaluate
 
 
+VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # the digit, and the digit moved one pixel down, up, right, left
+
+
 @torch.no_grad()
 def logits(model, images, batch_size=500):
-    """The model's outputs for uint8 images N×1×28×28, in evaluation mode."""
+    """The model's outputs for uint8 images N×1×28×28, in evaluation mode, averaged over VIEWS.
+
+    Test-time augmentation: five looks at each digit, about +0.04 points on validation for five times
+    the work. The border of a digit is background, so moving it with torch.roll loses no ink.
+    """
     model.eval()
-    return torch.cat([model(normalise(x)) for x in images.split(batch_size)])
+    out = []
+    for x in images.split(batch_size):
+        x = normalise(x)
+        out.append(sum(model(x.roll(shift, dims=(2, 3))) for shift in VIEWS) / len(VIEWS))
+    return torch.cat(out)
 
 
 def evaluate(model, images, labels):

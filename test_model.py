@@ -118,6 +118,15 @@ def test_deskew_straightens_digits_and_keeps_upright_ones(data):
     assert torch.allclose(mnist.deskew(bar), bar, atol=1e-5)
 
 
+def test_logits_average_the_digit_and_its_one_pixel_moves(trained, data):
+    model = mnist.load_weights(trained[1])
+    images = data["test"][0][:8]
+    moved = [images.roll(shift, dims=(2, 3)) for shift in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    with torch.no_grad():
+        expected = sum(model(mnist.normalise(x)) for x in moved) / 5
+    assert torch.allclose(mnist.logits(model, images, batch_size=3), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("rows, cols", [(16, 16), (44, 288)])  # the first and last filter banks
 def test_orthogonalise_flattens_the_singular_values(rows, cols):
     gen = torch.Generator().manual_seed(0)
