@@ -457,7 +457,6 @@ def check_args(p, args, *outputs):
     for path in outputs:
         if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
             p.error(f"cannot write {path}: it is a folder, or its folder does not exist")
-    return args
 
 
 def write_json(path, obj):
@@ -575,12 +574,12 @@ def predict_command(argv):
         except UserError as e:
             results.append({"path": path, "error": str(e)})
     if inputs:
-        probs = logits(model, torch.stack(inputs).to(device)).softmax(1).cpu()
+        batch = torch.stack(inputs)
+        probs = logits(model, batch.to(device)).softmax(1).cpu()
         for r, prob in zip((r for r in results if "error" not in r), probs):
             r["digit"], r["probability"] = prob.argmax().item(), prob.max().item()
-    if args.show and inputs:
-        atomic_write(args.show, lambda tmp: save_image(torch.stack(inputs).float() / 255, tmp, pad_value=0.5,
-                                                       format="png"))
+        if args.show:
+            atomic_write(args.show, lambda tmp: save_image(batch.float() / 255, tmp, pad_value=0.5, format="png"))
     if args.json:
         print(json.dumps(results, indent=2))
     else:

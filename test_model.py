@@ -333,11 +333,16 @@ def test_predict_reads_digits_drawn_as_mnist_was_made(trained, data, tmp_path, c
                                           torch.randint(0, 60, (1,), generator=gen)))
         paths.append(tmp_path / f"{i}.png")
         render(images[i], paths[-1], scale, dy, dx)
-    assert mnist.main(["predict", *map(str, paths), "--weights", str(weights), "--json"]) == 0
+    show = tmp_path / "seen.png"
+    assert mnist.main(["predict", *map(str, paths), "--weights", str(weights), "--json", "--show", str(show)]) == 0
     answers = json.loads(capsys.readouterr().out)
     assert [a["path"] for a in answers] == list(map(str, paths))
     correct = sum(a["digit"] == label for a, label in zip(answers, labels[:300].tolist()))
     assert correct >= 0.97 * 300
+    from PIL import Image
+
+    with Image.open(show) as seen:  # the 300 inputs the model saw: 28×28 each, 8 a row, 2-pixel gaps
+        assert seen.size == (2 + 8 * 30, 2 + math.ceil(300 / 8) * 30)
 
 
 def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, capsys):
