@@ -42,8 +42,7 @@ class Config:
     batch_size: int = 128         # with Muon, 128 is as good as 64 on validation and faster on a CPU
     muon_lr: float = 0.1          # peak lr of the convolution filters (Muon: orthogonalised updates)
     lr: float = 0.4               # peak lr of the rest (BatchNorm, the last layer): SGD with Nesterov momentum
-    momentum: float = 0.9         # Nesterov, for both
-    weight_decay: float = 5e-4    # SGD's parameters only
+    momentum: float = 0.9         # Nesterov, for both. No weight decay: 5e-4 cost 0.035 points on validation
     warmup: float = 0.25          # fraction of the steps spent rising to the peak lr
     label_smoothing: float = 0.1  # worth about 0.1 point after one epoch on validation
     seed: int = 0                 # seeds the weights and the batch order
@@ -254,7 +253,7 @@ def train(model, images, labels, cfg, progress=False):
     filters = [p for p in model.parameters() if p.ndim == 4]
     momenta = [torch.zeros_like(w) for w in filters]
     sgd = torch.optim.SGD([p for p in model.parameters() if p.ndim != 4], lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=True, weight_decay=cfg.weight_decay, fused=True)
+                          nesterov=True, fused=True)
     batches = math.ceil(len(images) / cfg.batch_size)
     order = torch.Generator().manual_seed(cfg.seed)
     model.train()
