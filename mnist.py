@@ -238,43 +238,80 @@ def orthogonalise(g, steps=3):
 
 @torch.no_grad()
 def muon_step(filters, momenta, lr, momentum):
-    """Muon: each filter bank, as an out×(in·k·k) matrix, moves by its orthogonalised Nesterov momentum."""
+    """Muon: each filter bank, as an out×(in·k·k) matrix, moves by its orthogonalised Nesterov momentum.
+    lr is a 0-d tensor."""
     for w, m in zip(filters, momenta):
         m.mul_(momentum).add_(w.grad)
         update = orthogonalise(w.grad.add(m, alpha=momentum).flatten(1))
-        w.sub_(update.view_as(w), alpha=lr * max(1, update.shape[0] / update.shape[1]) ** 0.5)
+        w.sub_(lr * max(1, update.shape[0] / update.shape[1]) ** 0.5 * update.view_as(w))
+
+
+def cuda_graph(step, idx):
+    """Runs step(idx), then records it as a CUDA graph; returns replay(idx), which runs the recorded step
+    on new indices. One replay launches the step's ~300 small kernels at once: launched one by one from
+    Python they took 4 ms a step on an H100, and running them 0.7 ms."""
+    static_idx = idx.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the first run sets up buffers; CUDA graphs want it off the main stream
+        step(static_idx)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # recorded, not run
+        step(static_idx)
+
+    def replay(idx):
+        static_idx.copy_(idx)
+        graph.replay()
+    return replay
 
 
 def train(model, images, labels, cfg, progress=False):
     """Trains in place with a one-cycle schedule; returns the mean training loss of the last epoch.
 
     The convolution filters learn with Muon, everything else (BatchNorm, the last layer) with SGD.
+    On a GPU every full batch replays one recorded step (cuda_graph).
     """
+    device = images.device
     filters = [p for p in model.parameters() if p.ndim == 4]
     momenta = [torch.zeros_like(w) for w in filters]
-    sgd = torch.optim.SGD([p for p in model.parameters() if p.ndim != 4], lr=cfg.lr, momentum=cfg.momentum,
+    lr, muon_lr = torch.zeros((), device=device), torch.zeros((), device=device)  # tensors: a recorded step reads them
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.ndim != 4], lr=lr, momentum=cfg.momentum,
                           nesterov=True, fused=True)
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+
+    def step(idx):
+        x, y = normalise(images[idx]), labels[idx]
+        out = model(x)
+        loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+        muon_step(filters, momenta, muon_lr, cfg.momentum)
+        total_loss.add_(loss.detach() * len(idx))
+        correct.add_((out.argmax(1) == y).sum())
+
     batches = math.ceil(len(images) / cfg.batch_size)
     order = torch.Generator().manual_seed(cfg.seed)
+    replay = None
     model.train()
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(images), generator=order).to(images.device)
-        total_loss = torch.zeros((), device=images.device)
-        correct = torch.zeros((), device=images.device)
+        perm = torch.randperm(len(images), generator=order).to(device)
+        total_loss.zero_()
+        correct.zero_()
         bar = tqdm(perm.split(cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    unit="batch", leave=False)
         for i, idx in enumerate(bar):
-            x, y = normalise(images[idx]), labels[idx]
-            out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
             f = one_cycle(epoch * batches + i, cfg.epochs * batches, cfg.warmup)
-            sgd.param_groups[0]["lr"] = cfg.lr * f
-            sgd.step()
-            muon_step(filters, momenta, cfg.muon_lr * f, cfg.momentum)
-            total_loss += loss.detach() * len(idx)
-            correct += (out.argmax(1) == y).sum()
+            lr.fill_(cfg.lr * f)
+            muon_lr.fill_(cfg.muon_lr * f)
+            if device.type != "cuda" or len(idx) < cfg.batch_size:
+                step(idx)
+            elif replay is None:
+                replay = cuda_graph(step, idx)
+            else:
+                replay(idx)
             if progress and i % 25 == 24:
                 seen = min((i + 1) * cfg.batch_size, len(images))
                 bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.2f}%")
@@ -325,6 +362,8 @@ def run(cfg, data, progress=False):
     else:
         split = "test"
         eval_images, eval_labels = (t.to(device) for t in data["test"])
+    if device.type == "cuda":  # CUDA loads its kernels on first use, for seconds: do that untimed, on two batches
+        train(build_model(cfg.model).to(device), images[:2 * cfg.batch_size], labels[:2 * cfg.batch_size], cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
 

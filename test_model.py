@@ -169,6 +169,21 @@ def test_two_seeded_runs_are_bitwise_identical(data):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_recorded_cuda_step_trains_as_the_step_run_directly(data, monkeypatch):
+    def run_directly(step, idx):  # cuda_graph without the recording
+        step(idx)
+        return step
+
+    images, labels = (t[:4000].cuda() for t in data["train"])  # 31 full batches, then one of 32
+    losses = []
+    for record in (mnist.cuda_graph, run_directly):
+        monkeypatch.setattr(mnist, "cuda_graph", record)
+        torch.manual_seed(0)
+        losses.append(mnist.train(mnist.build_model("default").cuda(), images, labels, mnist.Config()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2)  # cuDNN's kernels are not bitwise deterministic
+
+
 def test_val_split_holds_out_the_last_10k(data, monkeypatch):
     seen = {}
 
