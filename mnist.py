@@ -533,16 +533,20 @@ def train_command(argv):
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
     args = p.parse_args(argv)
     check_args(p, args, args.out, args.metrics_json)
+    clock = {"start": time.time()}  # when each phase ended, for bench.py's table of where a process's time goes
     cfg = Config(model=args.model, epochs=args.epochs, batch_size=args.batch_size, muon_lr=args.muon_lr, lr=args.lr,
                  seed=args.seed, device=args.device, val=args.val)
     device = pick_device(cfg.device)
     from torchsummary import summary
 
     data = {split: (x.to(device), y.to(device)) for split, (x, y) in load_mnist(args.data_dir).items()}
+    clock["data"] = time.time()
     summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
+    clock["layer table"] = time.time()
     if device.type == "cuda":  # CUDA loads its kernels on first use, for seconds: once, untimed, on two batches
         images, labels = data["train"]
         train(build_model(cfg.model).to(device), images[:2 * cfg.batch_size], labels[:2 * cfg.batch_size], cfg)
+    clock["warm-up"] = time.time()
     split = "val" if cfg.val else "test"
     runs = []
     for i in range(args.runs):
@@ -551,8 +555,10 @@ def train_command(argv):
         print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy {metrics[f'{split}_accuracy']:.2f}%"
               f"  loss {metrics[f'{split}_loss']:.4f}  train {metrics['train_seconds']:.1f} s"
               f"  eval {metrics['eval_seconds']:.1f} s")
+    clock["runs"] = time.time()
     save_weights(model, cfg.model, args.out)
-    result, accuracy = dict(runs[-1]), metrics[f"{split}_accuracy"]
+    clock["save"] = time.time()
+    result, accuracy = dict(runs[-1], clock=clock), metrics[f"{split}_accuracy"]
     if args.runs > 1:
         stats = summarise(runs, f"{split}_accuracy")
         result.update(runs=runs, **{f"{split}_accuracy_{k}": v for k, v in stats.items()})
@@ -566,9 +572,14 @@ def train_command(argv):
     return 0
 
 
-def evaluate_command(argv):
-    from torchvision.utils import save_image
+def save_grid(path, images, **grid):
+    """uint8 images N×1×28×28 as one PNG grid, written atomically."""
+    from torchvision.utils import save_image  # imported only here: torchvision's import takes a second
 
+    atomic_write(path, lambda tmp: save_image(images.float() / 255, tmp, pad_value=0.5, format="png", **grid))
+
+
+def evaluate_command(argv):
     p = make_parser("Evaluate saved weights on the 10,000 test images.")
     p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
     p.add_argument("--metrics-json", metavar="PATH", help="write test_accuracy, per_class and confusion here")
@@ -590,8 +601,7 @@ def evaluate_command(argv):
     for d in range(10):
         print(f"  {d}: " + "".join(f"{n:>6}" for n in confusion[d].tolist()) + f"   {per_class[d]:6.2f}%")
     if args.errors:
-        atomic_write(args.errors, lambda tmp: save_image(images[wrong].float() / 255, tmp, nrow=20, pad_value=0.5,
-                                                         format="png"))
+        save_grid(args.errors, images[wrong], nrow=20)
         pairs = [f"{t}→{q}" for t, q in zip(labels[wrong].tolist(), predicted[wrong].tolist())]
         print(f"misclassified digits in {args.errors}, row by row (true→predicted):")
         for row in range(0, len(pairs), 20):
@@ -627,7 +637,7 @@ def predict_command(argv):
         for r, prob in zip((r for r in results if "error" not in r), probs):
             r["digit"], r["probability"] = prob.argmax().item(), prob.max().item()
         if args.show:
-            atomic_write(args.show, lambda tmp: save_image(batch.float() / 255, tmp, pad_value=0.5, format="png"))
+            save_grid(args.show, batch)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
