@@ -63,7 +63,12 @@ MNIST_FILES = {                   # name: (SHA-256, bytes, IDX magic number)
 
 
 class UserError(Exception):
-    """A mistake the user can fix; the command line prints it as one sentence."""
+    """A mistake the user can fix; the command line prints it as one sentence, the server answers with
+    it and status (an HTTP status)."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
 
 
 # ---------------------------------------------------------------- model
@@ -392,12 +397,16 @@ def run(cfg, data, progress=False):
 
 def atomic_write(path, write):
     """Calls write(tmp) on a temporary file beside path, then renames it: never a half-written path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
     try:
         write(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # on Windows this fails while another program holds path open
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -434,29 +443,118 @@ def confusion_matrix(labels, predicted):
     return torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
 
 
-def prepare_image(path):
-    """Turns a photo or drawing of one digit into a uint8 1×28×28 tensor made the way MNIST was.
+WORK_SIZE = 256            # an image is reduced to at most this many pixels a side before the ink is looked for
+MAX_PIXELS = 89_478_485    # Pillow's decompression-bomb limit, applied to what is decoded (a JPEG at reduced scale)
 
-    Greyscale; light background inverted; background level subtracted; cropped to the ink;
-    longest side scaled to 20 pixels; centre of mass placed at the centre of 28×28.
-    """
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import pil_to_tensor
 
+def open_image(source):
+    """Opens a path or binary file as an upright PIL image of at most WORK_SIZE pixels a side; the first
+    frame of an animation. A JPEG is decoded at 1/2 to 1/8 scale when that is enough (Pillow's draft),
+    so a 12-megapixel photo costs about what a small one does."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's: it gives the size, and not as a warning
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.isdir(source):
+            raise UserError("a folder, not an image")
+        if os.path.isfile(source) and os.path.getsize(source) == 0:
+            raise UserError("empty file")
     try:
-        with Image.open(path) as img:
-            x = pil_to_tensor(img.convert("L"))[0].float()
+        with Image.open(source) as img:
+            img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
+            if img.width * img.height > MAX_PIXELS:
+                raise UserError(f"image too large: {img.width}×{img.height} pixels", status=413)
+            img = ImageOps.exif_transpose(img)  # a portrait photo arrives upright
+        if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float greys: to 8 bits
+            img = img.convert("F")
+            top = img.getextrema()[1]
+            img = img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L")
+        elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+            img = img.convert("RGBA")
+        elif img.mode != "L":
+            img = img.convert("RGB").convert("L")
+        img.thumbnail((WORK_SIZE, WORK_SIZE))
+        return img
+    except UserError:
+        raise
     except FileNotFoundError:
         raise UserError("no such file") from None
-    except (UnidentifiedImageError, OSError):
-        raise UserError("not an image Pillow can read") from None
-    border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
-    if border.median() > 127:  # dark ink on light paper
+    except PermissionError:
+        raise UserError("cannot be read: permission denied") from None
+    except UnidentifiedImageError:
+        raise UserError("empty file" if getsize(source) == 0 else "not an image Pillow can read") from None
+    except MemoryError:
+        raise UserError("image too large to decode", status=413) from None
+    except Exception:  # noqa: BLE001 -- a damaged file fails inside Pillow's decoders in many ways
+        raise UserError("damaged or truncated image") from None
+
+
+def getsize(source):
+    """Bytes in a path or a seekable binary file."""
+    return os.path.getsize(source) if isinstance(source, (str, os.PathLike)) else source.seek(0, os.SEEK_END)
+
+
+def grey(img):
+    """A PIL image of mode L as a float tensor H×W, 0 to 255."""
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width).float()
+
+
+def paper_level(x, size):
+    """The paper's level under dark strokes: the largest value within size×size pixels, then the smallest
+    of those (a morphological closing), which fills in strokes narrower than size and follows the light's
+    slower changes. The border is repeated outwards, so that light falling off towards an edge is
+    followed, not cut short."""
+    k = size | 1
+    y = F.pad(x[None, None], (k - 1,) * 4, mode="replicate")
+    for sign in (1, -1):  # each pass one dimension at a time: k, not k², comparisons a pixel
+        y = sign * F.max_pool2d(F.max_pool2d(sign * y, (k, 1), stride=1), (1, k), stride=1)
+    return y[0, 0]
+
+
+def find_ink(img):
+    """How much ink each pixel holds, H×W, 0 for none. A transparent image's ink is its alpha channel,
+    whatever the strokes' colour. Otherwise light ink on a dark ground is turned dark on light, and the
+    ink is each pixel's shortfall from the paper's own level around it, as a fraction of that level, so
+    that uneven light, shadows and paper tone cancel out."""
+    if img.mode == "RGBA":
+        alpha = img.getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return grey(alpha)
+        img = img.convert("RGB").convert("L")
+    x = grey(img)
+    if min(x.shape) >= 64:  # a photo's noise, averaged over 3×3 pixels before the paper's level is read
+        x = F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    # light ink on a dark ground when the lightest pixels stand out further from their surroundings (the
+    # mean over a quarter of the image, 64 pixels wide) than the darkest do
+    h, w = x.shape
+    small = F.adaptive_avg_pool2d(x[None, None], (max(1, 64 * h // max(h, w)), max(1, 64 * w // max(h, w))))
+    local = F.avg_pool2d(F.pad(small, (8,) * 4, mode="replicate"), 17, stride=1)
+    low, high = torch.quantile((small - local).flatten(), torch.tensor([0.01, 0.99]))
+    if high > -low:
         x = 255 - x
-        border = 255 - border
-    x = (x - border.median()).clamp(min=0)
+
+    def ink(size):
+        paper = paper_level(x, size)
+        return 255 * (paper - x) / paper.clamp(min=64)
+
+    # the paper's level is read over a window a few strokes wide: wider would fill in the paper between
+    # strokes where the light changes fast, narrower would leave the middle of thick strokes out
+    size = max(x.shape) // 4
+    y = ink(size)
+    strokes = (y > 0.5 * y.max()).float()
+    inner = F.max_pool2d(-strokes[None, None], 3, stride=1, padding=1)[0, 0] + strokes  # on the strokes' edge
+    width = 2 * strokes.sum() / inner.sum().clamp(min=1)
+    y = ink(int(min(size, max(5, 3 * width))))
+    return (y - y.median()).clamp(min=0)
+
+
+def prepare_image(source):
+    """Turns a photo, scan or drawing of one digit (a path or a binary file) into a uint8 1×28×28 tensor
+    made the way MNIST was: the ink found (find_ink), cropped to it, its longest side scaled to 20 pixels,
+    its centre of mass placed at the centre of 28×28."""
+    x = find_ink(open_image(source))
     if x.max() < 32:
-        raise UserError("blank image: no ink found")
+        raise UserError("blank image: no ink found", status=422)
     rows, cols = (x > 0.25 * x.max()).nonzero(as_tuple=True)
     x = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     h, w = x.shape
@@ -486,11 +584,18 @@ def positive(kind):
     return parse
 
 
-def make_parser(description, epilog=None):
+def port_number(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free one)")
+    return int(text)
+
+
+def make_parser(description, epilog=None, data=True):
     p = argparse.ArgumentParser(prog="mnist.py", description=description, epilog=epilog)
     p.error = lambda message: p.exit(2, f"mnist.py: error: {message} (see --help)\n")  # one line, no usage dump
-    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
-                   help="torchvision root holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
+    if data:
+        p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
+                       help="torchvision root holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: %(default)s)")
     return p
 
@@ -499,9 +604,15 @@ def check_args(p, args, *outputs):
     """Refuses, before any work, a device that is not there and files that cannot be written."""
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
-    for path in outputs:
-        if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
-            p.error(f"cannot write {path}: it is a folder, or its folder does not exist")
+    for path in filter(None, outputs):
+        if Path(path).is_dir():
+            p.error(f"cannot write {path}: it is a folder")
+        try:  # where atomic_write will put its temporary file
+            fd, probe = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
+        except OSError as e:
+            p.error(f"cannot write {path}: {e.strerror}")
+        os.close(fd)
+        os.remove(probe)
 
 
 def write_json(path, obj):
@@ -613,9 +724,8 @@ def evaluate_command(argv):
 
 
 def predict_command(argv):
-    from torchvision.utils import save_image
-
-    p = make_parser("Predict the digit in each image (any size, grey or colour, dark on light or light on dark).")
+    p = make_parser("Predict the digit in each image: a drawing (transparent or not), a scan or a photo of one "
+                    "digit, any size, dark on light or light on dark.", data=False)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, digit, probability}")

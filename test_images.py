@@ -1,0 +1,242 @@
+"""Tests of `predict` on the images people have: drawings, transparent canvases, photos, odd formats, and
+files that are not images at all. The images are made here from MNIST test digits."""
+
+import io
+import json
+import math
+import struct
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import mnist
+
+PER_GROUP = 40  # images a group; each group must be at least 90% right
+
+
+def ink(digit, scale, margins):
+    """A test digit (uint8 1×28×28) enlarged by scale, with margins (left, right, top, bottom): ink 0 to 1."""
+    big = F.interpolate(digit[None].float() / 255, scale_factor=scale, mode="bilinear", align_corners=False)[0, 0]
+    return F.pad(big, margins).clamp(0, 1)
+
+
+def grey(t):
+    return Image.fromarray(t.clamp(0, 255).round().byte().numpy())
+
+
+def photo(amount, gen):
+    """Dark ink on paper under uneven light: a slope across the page in a random direction, falling off
+    towards the corners, camera noise. amount: ink 0 to 1, H×W. An RGB image."""
+    h, w = amount.shape
+    rand = torch.rand(8, generator=gen)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    angle = 2 * math.pi * rand[0]
+    light = 0.6 + 0.3 * rand[1] + 0.3 * (torch.cos(angle) * x + torch.sin(angle) * y) - 0.15 * (x**2 + y**2)
+    paper = torch.tensor([225.0, 215.0, 195.0]) + 25 * rand[2:5]
+    pen = 20 + 40 * rand[5]
+    rgb = (paper[:, None, None] * (1 - amount) + pen * amount) * light.clamp(0.15, 1.1)
+    rgb = rgb + (3 + 5 * rand[6]) * torch.randn(rgb.shape, generator=gen)
+    return Image.merge("RGB", [grey(c) for c in rgb])
+
+
+def jpeg(img, **options):
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=85, **options)
+    return buffer.getvalue()
+
+
+def png(img, **options):
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def transparent(colour):
+    def make(amount, gen):
+        img = Image.new("RGBA", amount.shape[::-1], colour + (0,))
+        img.putalpha(grey(255 * amount))
+        return png(img)
+    return make
+
+
+def la(amount, gen):
+    return png(Image.merge("LA", (grey(torch.full(amount.shape, 40.0)), grey(255 * amount))))
+
+
+def palette(amount, gen):
+    """A paint program's pencil: one colour, hard edges, index 0 transparent."""
+    img = Image.new("P", amount.shape[::-1], 0)
+    img.putpalette([255, 255, 255, 30, 60, 200])
+    img.paste(1, mask=grey(255 * (amount > 0.5)))
+    return png(img, transparency=0)
+
+
+def sideways(amount, gen):
+    """A portrait photo as phones store it: the pixels lying on their side, an EXIF tag to turn them."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to show"
+    return jpeg(photo(amount, gen).transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())
+
+
+def large(amount, gen):
+    return jpeg(photo(amount, gen).resize((4000, 3000), Image.Resampling.BILINEAR))
+
+
+def sixteen_bit(amount, gen):
+    values = (52_000 - 46_000 * amount).round().to(torch.int32).numpy().astype("uint16")
+    return png(Image.fromarray(values))
+
+
+def cmyk(amount, gen):
+    return jpeg(photo(amount, gen).convert("CMYK"))
+
+
+def animated(amount, gen):
+    """A GIF of two frames: this digit, then a bar that reads as a 1; the first frame is the one read."""
+    bar = torch.zeros(amount.shape)
+    bar[amount.shape[0] // 5:-amount.shape[0] // 5, amount.shape[1] // 2 - 4:amount.shape[1] // 2 + 4] = 1
+    first, second = (grey(255 - 255 * a).convert("P") for a in (amount, bar))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[second])
+    return buffer.getvalue()
+
+
+GROUPS = {  # name: (how the file is made, its suffix)
+    "transparent, black ink": (transparent((0, 0, 0)), "png"),
+    "transparent, white ink": (transparent((255, 255, 255)), "png"),
+    "transparent, coloured ink": (transparent((220, 40, 90)), "png"),
+    "LA (grey and alpha)": (la, "png"),
+    "palette, transparent index": (palette, "png"),
+    "photo, uneven light and noise": (lambda a, gen: jpeg(photo(a, gen)), "jpg"),
+    "photo stored sideways, EXIF": (sideways, "jpg"),
+    "photo, 12 megapixels": (large, "jpg"),
+    "16-bit grey": (sixteen_bit, "png"),
+    "CMYK photo": (cmyk, "jpg"),
+    "animated GIF, first frame": (animated, "gif"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data):
+    """{group: (paths, labels)}: PER_GROUP test digits a group (10 of the 12-megapixel ones), each drawn
+    at its own size and place."""
+    images, labels = data["test"]
+    root = tmp_path_factory.mktemp("corpus")
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for g, (name, (make, suffix)) in enumerate(GROUPS.items()):
+        count = 10 if "megapixels" in name else PER_GROUP
+        first = 1000 + g * PER_GROUP  # each group its own digits
+        paths = []
+        for i in range(first, first + count):
+            scale = int(torch.randint(3, 10, (), generator=gen))
+            margins = torch.randint(4, 60, (4,), generator=gen).tolist()
+            paths.append(root / f"{g}-{i}.{suffix}")
+            paths[-1].write_bytes(make(ink(images[i], scale, margins), gen))
+        out[name] = paths, labels[first:first + count].tolist()
+    return out
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_predict_reads_each_kind_of_image(group, corpus, trained, capsys):
+    paths, labels = corpus[group]
+    assert mnist.main(["predict", *map(str, paths), "--weights", str(trained[1]), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert sum(a["digit"] == label for a, label in zip(answers, labels)) >= 0.9 * len(labels)
+
+
+def test_the_corpus_is_what_its_groups_say(corpus):
+    def opened(group):
+        return Image.open(corpus[group][0][0])
+
+    assert opened("transparent, coloured ink").mode == "RGBA"
+    assert opened("palette, transparent index").mode == "P"
+    assert opened("LA (grey and alpha)").mode == "LA"
+    assert opened("16-bit grey").mode.startswith("I;16")
+    assert opened("CMYK photo").mode == "CMYK"
+    assert opened("photo, 12 megapixels").size == (4000, 3000)
+    assert getattr(opened("animated GIF, first frame"), "n_frames", 1) == 2
+    assert opened("photo stored sideways, EXIF").getexif()[0x0112] == 6
+
+
+def render(image, path, scale, dy, dx):
+    """A test digit as a photo-like picture: black ink on white paper, larger, off-centre, in colour."""
+    big = F.interpolate(image[None].float(), scale_factor=scale, mode="bilinear")[0, 0]
+    canvas = torch.full((28 * scale + 40, 28 * scale + 60), 255.0)
+    canvas[dy:dy + 28 * scale, dx:dx + 28 * scale] = 255 - big
+    Image.fromarray(canvas.clamp(0, 255).byte().numpy()).convert("RGB").save(path)
+
+
+def test_predict_reads_digits_drawn_as_mnist_was_made(trained, data, tmp_path, capsys):
+    _, weights, _ = trained
+    images, labels = data["test"]
+    gen = torch.Generator().manual_seed(0)
+    paths = []
+    for i in range(300):
+        scale, dy, dx = (int(v) for v in (torch.randint(2, 6, (1,), generator=gen), torch.randint(0, 40, (1,), generator=gen),
+                                          torch.randint(0, 60, (1,), generator=gen)))
+        paths.append(tmp_path / f"{i}.png")
+        render(images[i], paths[-1], scale, dy, dx)
+    show = tmp_path / "seen.png"
+    assert mnist.main(["predict", *map(str, paths), "--weights", str(weights), "--json", "--show", str(show)]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["path"] for a in answers] == list(map(str, paths))
+    correct = sum(a["digit"] == label for a, label in zip(answers, labels[:300].tolist()))
+    assert correct >= 0.97 * 300
+    with Image.open(show) as seen:  # the 300 inputs the model saw: 28×28 each, 8 a row, 2-pixel gaps
+        assert seen.size == (2 + 8 * 30, 2 + math.ceil(300 / 8) * 30)
+
+
+def png_of_size(width, height):
+    """A PNG that says it is width×height pixels but holds almost nothing: enough for Pillow to open it."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, monkeypatch, capsys):
+    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
+    whole = (tmp_path / "seven.png").read_bytes()
+    files = {  # name: (bytes, or None for no file, the error expected)
+        "seven.png": (whole, None),
+        "blank.png": (png(Image.new("L", (40, 30), 255)), "blank image: no ink found"),
+        "notes.png": (b"not an image", "not an image Pillow can read"),
+        "empty.png": (b"", "empty file"),
+        "cut.png": (whole[:len(whole) // 2], "damaged or truncated image"),
+        "cut.jpg": (jpeg(Image.open(io.BytesIO(whole)))[:600], "damaged or truncated image"),
+        "huge.png": (png_of_size(16_000, 16_000), "image too large: 16000×16000 pixels"),
+        "locked.png": (whole, "cannot be read: permission denied"),
+        "missing.png": (None, "no such file"),
+    }
+    for name, (content, _) in files.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+    (tmp_path / "a folder").mkdir()
+    files["a folder"] = (None, "a folder, not an image")
+    real_open = Image.open
+
+    def locked_open(source, *args, **kwargs):  # as root, chmod would not lock a file
+        if str(source).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", str(source))
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", locked_open)
+    code = mnist.main(["predict", *(str(tmp_path / name) for name in files), "--weights", str(trained[1]), "--json"])
+    answers = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert answers[0]["digit"] == 7
+    assert [a.get("error") for a in answers] == [error for _, error in files.values()]
+
+
+def test_predict_prints_one_line_per_image_and_an_error_line(trained, data, tmp_path, capsys):
+    render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
+    code = mnist.main(["predict", str(tmp_path / "seven.png"), str(tmp_path / "gone.png"), "--weights",
+                       str(trained[1])])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 1 and len(lines) == 2
+    assert lines[0].startswith(f"{tmp_path / 'seven.png'}: 7 (") and lines[1].endswith("gone.png: error: no such file")
