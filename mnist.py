@@ -14,7 +14,10 @@ validation split (--val); see README.md.
 """
 
 import argparse
+import base64
+import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -422,7 +426,9 @@ def load_weights(path, device="cpu"):
         saved = torch.load(path, map_location=device, weights_only=True)
         name, state = saved["model"], saved["state_dict"]
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
+        raise UserError(f"no weights in {path}: train first with python mnist.py") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a weights file") from None
     except Exception:  # noqa: BLE001 -- torch.load fails on a foreign file in many ways
         raise UserError(f"{path} is not a weights file saved by mnist.py") from None
     if name not in MODELS:
@@ -628,7 +634,7 @@ def summarise(runs, key):
 def train_command(argv):
     d = Config()
     p = make_parser("Train a BatchNorm CNN of under 25k parameters on MNIST for one epoch.",
-                    "other commands: mnist.py evaluate --help, mnist.py predict --help")
+                    "other commands: mnist.py evaluate --help, mnist.py predict --help, mnist.py serve --help")
     p.add_argument("--model", choices=sorted(MODELS), default=d.model, help="architecture (default: %(default)s)")
     p.add_argument("--epochs", type=positive(int), default=d.epochs, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="(default: %(default)s)")
@@ -757,9 +763,138 @@ def predict_command(argv):
     return 1 if any("error" in r for r in results) else 0
 
 
+PAGE = Path(__file__).with_name("draw.html")  # the page of serve: HTML with its script and style
+MAX_BODY = 5 * 2**20                           # bytes a POST /predict may carry
+
+
+def png_data_url(image):
+    """A uint8 1×H×W tensor as a data: URL of a PNG, for a page to show."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("L", image.shape[:0:-1], bytes(image.flatten().tolist())).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def serve_command(argv):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    p = make_parser("Serve a page where you draw a digit and see what the model reads, and POST /predict.",
+                    data=False)
+    p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface, which lets "
+                   "other machines in (default: %(default)s)")
+    p.add_argument("--port", type=port_number, default=8000, help="(default: %(default)s; 0 picks a free one)")
+    args = p.parse_args(argv)
+    check_args(p, args)
+    device = pick_device(args.device)
+    model = load_weights(args.weights, device)
+    page = PAGE.read_bytes()
+    lock = threading.Lock()  # one forward pass at a time; reading the images runs in parallel
+
+    def predict(body):
+        x = prepare_image(io.BytesIO(body))
+        with lock:
+            prob = logits(model, x[None].to(device)).softmax(1)[0].cpu()
+        return {"digit": prob.argmax().item(), "probability": prob.max().item(), "probabilities": prob.tolist(),
+                "input": png_data_url(x)}
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # seconds a client may stall mid-request before its thread gives up
+
+        def answer(self, status, body, kind="application/json"):
+            if kind == "application/json":
+                body = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if status == 405:
+                self.send_header("Allow", "POST" if self.route() == "/predict" else "GET, HEAD")
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def send_error(self, code, message=None, explain=None):  # http.server's own errors, as JSON too
+            self.close_connection = True
+            self.answer(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
+        def route(self):
+            return self.path.split("?", 1)[0]
+
+        def do_GET(self):
+            if self.route() == "/":
+                self.answer(200, page, "text/html; charset=utf-8")
+            else:
+                self.refuse()
+
+        do_HEAD = do_GET
+
+        def refuse(self):
+            if self.route() in ("/", "/predict"):
+                self.answer(405, {"error": f"{self.command} is not allowed on {self.route()}"})
+            else:
+                self.answer(404, {"error": f"no such page: {self.route()}"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+
+        def do_POST(self):
+            if self.route() != "/predict":
+                return self.refuse()
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                self.close_connection = True
+                return self.answer(411 if not length else 400, {"error": "the body needs a Content-Length"})
+            if int(length) > MAX_BODY:  # refused unread
+                self.close_connection = True
+                return self.answer(413, {"error": f"body too large: {int(length):,} bytes, at most {MAX_BODY:,}"})
+            body = self.rfile.read(int(length))
+            if not body:
+                return self.answer(400, {"error": "empty body: send the image's bytes"})
+            try:
+                self.answer(200, predict(body))
+            except UserError as e:
+                self.answer(e.status, {"error": str(e)})
+            except Exception as e:  # noqa: BLE001 -- a fault of ours: a 500 for this request, the server goes on
+                print(f"mnist.py serve: {e!r}", file=sys.stderr)
+                self.answer(500, {"error": "internal error"})
+
+    class Server(ThreadingHTTPServer):
+        allow_reuse_address = os.name != "nt"  # on Windows it would let a second server share the port
+
+        def handle_error(self, request, client_address):  # a client that went away: one line, not a traceback
+            print(f"mnist.py serve: {client_address[0]}: {sys.exc_info()[1]!r}", file=sys.stderr)
+
+    try:
+        server = Server((args.host, args.port), Handler)
+    except OSError as e:
+        in_use = e.errno == errno.EADDRINUSE
+        raise UserError(f"port {args.port} is in use on {args.host}: pass --port N" if in_use else
+                        f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    host, port = server.server_address[:2]
+    print(f"mnist.py serve: draw a digit at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("mnist.py serve: stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = {"evaluate": evaluate_command, "predict": predict_command}.get(argv[0] if argv else None)
+    if sys.version_info < (3, 10):
+        print(f"mnist.py: error: Python 3.10 or newer is needed, this is {sys.version.split()[0]}", file=sys.stderr)
+        return 2
+    for stream in (sys.stdout, sys.stderr):  # →, ± and × on a Windows pipe (cp1252): a stand-in, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    commands = {"evaluate": evaluate_command, "predict": predict_command, "serve": serve_command}
+    command = commands.get(argv[0] if argv else None)
     try:
         return command(argv[1:]) if command else train_command(argv)
     except UserError as e:
