@@ -5,8 +5,10 @@
 
 The earlier recipe: its 11,130-parameter model, torchvision's MNIST with ToTensor() and
 Normalize((0.1307,), (0.3081,)) per sample through a shuffled DataLoader, batch 64, Adam 1e-3,
-one epoch, then the test set. Prints the median of each figure and the ratios. On a GPU both
-programs take a few untimed steps first: CUDA loads its kernels on first use, for seconds.
+one epoch, then the test set. Prints the median of each figure and the ratios, the whole process of
+`python mnist.py predict` on one image, and where the time of `python mnist.py` goes, phase by phase
+(from the clock it writes into --metrics-json). On a GPU both programs take a few untimed steps first:
+CUDA loads its kernels on first use, for seconds.
 """
 
 import argparse
@@ -61,14 +63,38 @@ def earlier_recipe(data_dir, device, metrics_json):
 
 
 def measure(cmd):
-    """Runs cmd; returns (wall seconds, peak resident memory in MB) of that process alone."""
-    t0 = time.perf_counter()
+    """Runs cmd; returns (when it started, when it ended, peak resident memory in MB of that process alone,
+    or None on Windows, which has no os.wait4)."""
+    start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(proc.pid, 0)
+        code, rss = os.waitstatus_to_exitcode(status), usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    else:
+        code, rss = proc.wait(), None
+    if code != 0:
         sys.exit(f"bench.py: error: {' '.join(cmd)} failed")
-    return seconds, usage.ru_maxrss / 1024
+    return start, time.time(), rss
+
+
+def phases(clock, start, end, m):
+    """Seconds in each phase of one `python mnist.py` process, from the clock it wrote."""
+    return {"start-up (Python, imports)": clock["start"] - start, "data": clock["data"] - clock["start"],
+            "layer table": clock["layer table"] - clock["data"], "warm-up": clock["warm-up"] - clock["layer table"],
+            "training": m["train_seconds"], "evaluation": clock["runs"] - clock["warm-up"] - m["train_seconds"],
+            "save": clock["save"] - clock["runs"], "exit": end - clock["save"]}
+
+
+def write_digit(data_dir, path):
+    """The first test digit as a picture to predict: dark ink on white paper, 112 pixels square."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    import mnist
+
+    digit = mnist.load_mnist(data_dir, ["test"])["test"][0][0]
+    big = F.interpolate(digit[None].float(), scale_factor=4, mode="bilinear")[0, 0]
+    Image.fromarray((255 - big).clamp(0, 255).byte().numpy()).save(path)
 
 
 def main():
@@ -82,31 +108,43 @@ def main():
     if args.earlier:
         return earlier_recipe(args.data_dir, args.device, args.metrics_json)
 
-    results = {"earlier recipe": [], "mnist.py": []}
+    if not hasattr(os, "wait4"):
+        print("bench.py: peak memory is not measured on Windows, which has no os.wait4; times are.")
+    results, steps, predicts = {"earlier recipe": [], "mnist.py": []}, [], []
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = Path(tmp) / "metrics.json"
+        metrics, weights, digit = Path(tmp) / "metrics.json", Path(tmp) / "w.pt", Path(tmp) / "digit.png"
+        write_digit(args.data_dir, digit)
         commands = {
             "earlier recipe": [sys.executable, str(HERE / "bench.py"), "--earlier"],
-            "mnist.py": [sys.executable, str(HERE / "mnist.py"), "--no-progress", "--out", str(Path(tmp) / "w.pt")],
+            "mnist.py": [sys.executable, str(HERE / "mnist.py"), "--no-progress", "--out", str(weights)],
         }
         for i in range(args.pairs):
             for name, cmd in commands.items():
                 cmd = cmd + ["--device", args.device, "--data-dir", args.data_dir, "--metrics-json", str(metrics)]
-                seconds, rss = measure(cmd)
+                start, end, rss = measure(cmd)
                 m = json.loads(metrics.read_text())
-                results[name].append({"process": seconds, "train": m["train_seconds"], "acc": m["test_accuracy"],
-                                      "rss": rss})
-                print(f"pair {i + 1}/{args.pairs} {name:15s} process {seconds:5.1f} s  train {m['train_seconds']:5.1f} s"
-                      f"  accuracy {m['test_accuracy']:.2f}%  peak {rss:,.0f} MB", flush=True)
+                results[name].append({"process": end - start, "train": m["train_seconds"], "acc": m["test_accuracy"],
+                                      "rss": rss or 0})
+                if name == "mnist.py":
+                    steps.append(phases(m["clock"], start, end, m))
+                print(f"pair {i + 1}/{args.pairs} {name:15s} process {end - start:5.1f} s  train {m['train_seconds']:5.1f} s"
+                      f"  accuracy {m['test_accuracy']:.2f}%" + (f"  peak {rss:,.0f} MB" if rss else ""), flush=True)
+            start, end, _ = measure([sys.executable, str(HERE / "mnist.py"), "predict", str(digit), "--weights",
+                                     str(weights), "--device", args.device])
+            predicts.append(end - start)
+            print(f"pair {i + 1}/{args.pairs} predict, one image: process {end - start:5.1f} s", flush=True)
 
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
     print(f"\nmedians over {args.pairs} pairs on {args.device}:")
     for name, m in med.items():
         print(f"  {name:15s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  accuracy {m['acc']:.2f}%"
-              f"  peak {m['rss']:,.0f} MB")
+              + (f"  peak {m['rss']:,.0f} MB" if m["rss"] else ""))
+    print(f"  python mnist.py predict, one image: process {statistics.median(predicts):.2f} s")
     old, new = med["earlier recipe"], med["mnist.py"]
-    print(f"  speed-up: whole process {old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x;"
-          f" peak memory ratio {new['rss'] / old['rss']:.2f}")
+    print(f"  speed-up: whole process {old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x"
+          + (f"; peak memory ratio {new['rss'] / old['rss']:.2f}" if new["rss"] else ""))
+    print("where the whole python mnist.py goes, medians in seconds:")
+    print("  " + ", ".join(f"{k} {statistics.median(s[k] for s in steps):.2f}" for k in steps[0]))
 
 
 if __name__ == "__main__":
