@@ -1,6 +1,6 @@
 """Side-by-side timing: the earlier public recipe against `python mnist.py`, each in its own process.
 
-    python bench.py                   # 3 pairs on the CPU
+    python bench.py                   # 3 pairs on the CPU, seeds 0-2
     python bench.py --device cuda     # the same on a GPU
 
 The earlier recipe: its 11,130-parameter model, torchvision's MNIST with ToTensor() and
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def earlier_recipe(data_dir, device, metrics_json):
+def earlier_recipe(data_dir, device, metrics_json, seed):
     """The earlier solution's training script, as it was; writes its metrics to metrics_json."""
     import torch
     import torch.nn.functional as F
@@ -37,7 +37,7 @@ def earlier_recipe(data_dir, device, metrics_json):
         x, y = torch.zeros(64, 1, 28, 28, device=device), torch.zeros(64, dtype=torch.long, device=device)
         F.cross_entropy(warm(x), y).backward()
         torch.optim.Adam(warm.parameters()).step()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=True, transform=tf),
                                                batch_size=64, shuffle=True)
@@ -104,9 +104,10 @@ def main():
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"))
     p.add_argument("--earlier", action="store_true", help=argparse.SUPPRESS)  # the child process
     p.add_argument("--metrics-json", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.earlier:
-        return earlier_recipe(args.data_dir, args.device, args.metrics_json)
+        return earlier_recipe(args.data_dir, args.device, args.metrics_json, args.seed)
 
     if not hasattr(os, "wait4"):
         print("bench.py: peak memory is not measured on Windows, which has no os.wait4; times are.")
@@ -120,7 +121,8 @@ def main():
         }
         for i in range(args.pairs):
             for name, cmd in commands.items():
-                cmd = cmd + ["--device", args.device, "--data-dir", args.data_dir, "--metrics-json", str(metrics)]
+                cmd = cmd + ["--device", args.device, "--data-dir", args.data_dir, "--metrics-json", str(metrics),
+                             "--seed", str(i)]
                 start, end, rss = measure(cmd)
                 m = json.loads(metrics.read_text())
                 results[name].append({"process": end - start, "train": m["train_seconds"], "acc": m["test_accuracy"],
@@ -135,10 +137,12 @@ def main():
             print(f"pair {i + 1}/{args.pairs} predict, one image: process {end - start:5.1f} s", flush=True)
 
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    print(f"\nmedians over {args.pairs} pairs on {args.device}:")
+    print(f"\nmedians over {args.pairs} pairs on {args.device} (pair i trains both with seed i):")
     for name, m in med.items():
-        print(f"  {name:15s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  accuracy {m['acc']:.2f}%"
-              + (f"  peak {m['rss']:,.0f} MB" if m["rss"] else ""))
+        acc = [r["acc"] for r in results[name]]
+        spread = f" ± {statistics.stdev(acc):.2f}, min {min(acc):.2f}%" if len(acc) > 1 else ""
+        print(f"  {name:15s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  accuracy, mean "
+              f"{statistics.mean(acc):.2f}%{spread}" + (f"  peak {m['rss']:,.0f} MB" if m["rss"] else ""))
     print(f"  python mnist.py predict, one image: process {statistics.median(predicts):.2f} s")
     old, new = med["earlier recipe"], med["mnist.py"]
     print(f"  speed-up: whole process {old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x"

@@ -198,6 +198,7 @@ def browser():
     """A headless Chromium or Chrome driven by Selenium, or None with the reason why not."""
     try:
         from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         return None, "selenium is not installed (pip install -r requirements.txt)"
@@ -213,7 +214,10 @@ def browser():
     binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if binary:
         options.binary_location = binary
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options), None
+    try:
+        return webdriver.Chrome(service=Service(executable_path=driver), options=options), None
+    except WebDriverException as e:  # a browser that does not start, or does not match its driver
+        return None, f"{driver} did not start a browser: {e.msg}"
 
 
 def draw(driver, digit):
