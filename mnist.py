@@ -409,6 +409,9 @@ def atomic_write(path, write):
         raise UserError(f"cannot write {path}: {e.strerror}") from None
     try:
         write(tmp)
+        umask = os.umask(0)  # mkstemp made it private (0600): give it the permissions a new file gets
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)  # on Windows this fails while another program holds path open
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}") from None
@@ -532,11 +535,11 @@ def find_ink(img):
     if min(x.shape) >= 64:  # a photo's noise, averaged over 3×3 pixels before the paper's level is read
         x = F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
     # light ink on a dark ground when the lightest pixels stand out further from their surroundings (the
-    # mean over a quarter of the image, 64 pixels wide) than the darkest do
+    # median of the half of the image around them, on a 64-pixel copy) than the darkest do
     h, w = x.shape
     small = F.adaptive_avg_pool2d(x[None, None], (max(1, 64 * h // max(h, w)), max(1, 64 * w // max(h, w))))
-    local = F.avg_pool2d(F.pad(small, (8,) * 4, mode="replicate"), 17, stride=1)
-    low, high = torch.quantile((small - local).flatten(), torch.tensor([0.01, 0.99]))
+    around = F.unfold(F.pad(small, (16,) * 4, mode="replicate"), 33).median(1).values.view_as(small)
+    low, high = torch.quantile((small - around).flatten(), torch.tensor([0.01, 0.99]))
     if high > -low:
         x = 255 - x
 
@@ -548,9 +551,12 @@ def find_ink(img):
     # strokes where the light changes fast, narrower would leave the middle of thick strokes out
     size = max(x.shape) // 4
     y = ink(size)
-    strokes = (y > 0.5 * y.max()).float()
-    inner = F.max_pool2d(-strokes[None, None], 3, stride=1, padding=1)[0, 0] + strokes  # on the strokes' edge
-    width = 2 * strokes.sum() / inner.sum().clamp(min=1)
+
+    def erode(m):
+        return -F.max_pool2d(-m, 3, stride=1, padding=1)
+
+    strokes = F.max_pool2d(erode((y > 0.5 * y.max()).float()[None, None]), 3, stride=1, padding=1)  # no specks
+    width = 2 * strokes.sum() / (strokes - erode(strokes)).sum().clamp(min=1)  # area over half the edge
     y = ink(int(min(size, max(5, 3 * width))))
     return (y - y.median()).clamp(min=0)
 
@@ -900,6 +906,9 @@ def main(argv=None):
         return command(argv[1:]) if command else train_command(argv)
     except UserError as e:
         print(f"mnist.py: error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # the output went to a program that stopped reading (| head): stop quietly
+        sys.stdout = None
+        return 1
     except OSError as e:  # an unreadable data file, a full disk
         print(f"mnist.py: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -910,6 +919,7 @@ def main(argv=None):
 
 if __name__ == "__main__":
     status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream:
+            stream.flush()
     os._exit(status)  # every file is written and closed: skip tearing down torch's modules, 1-2 s

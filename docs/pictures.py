@@ -69,7 +69,7 @@ def photo_picture(images, weights, path):
     for n, (tile, small) in enumerate(zip(tiles, seen)):
         picture.paste(tile, (240 * n + (240 - tile.width) // 2, (240 - tile.height) // 2))
         picture.paste(small.convert("RGB"), (240 * n + 36, 250))
-    picture.save(path)
+    picture.quantize(256).save(path, optimize=True)  # a small PNG
 
 
 def serve_picture(weights, path):
@@ -80,7 +80,7 @@ def serve_picture(weights, path):
         proc.kill()
         sys.exit(f"pictures.py: error: {why}")
     try:
-        driver.set_window_size(760, 620)
+        driver.set_window_size(760, 700)
         driver.get(url)
         draw(driver, 3)
         driver.save_screenshot(str(path))
