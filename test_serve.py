@@ -6,6 +6,7 @@ is skipped with its reason, unless MNIST_REQUIRE_BROWSER=1 (set by .ci/run), whi
 
 import base64
 import io
+import itertools
 import json
 import math
 import os
@@ -24,7 +25,6 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist
 from test_images import ink, jpeg, photo, png, transparent
 
 HERE = Path(__file__).parent
@@ -233,7 +233,7 @@ def draw(driver, digit):
     for stroke in STROKES[digit]:
         points = [(round((x - 0.5) * size), round((y - 0.5) * size)) for x, y in stroke]
         moves = ActionChains(driver, duration=20).move_to_element_with_offset(pad, *points[0]).click_and_hold()
-        for a, b in zip(points, points[1:]):
+        for a, b in itertools.pairwise(points):
             for t in (0.25, 0.5, 0.75, 1):  # several small moves along each line, as a hand makes them
                 moves.move_to_element_with_offset(pad, round(a[0] + t * (b[0] - a[0])), round(a[1] + t * (b[1] - a[1])))
         moves.release().perform()

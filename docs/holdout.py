@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import mnist  # noqa: E402
+import mnist
 
 
 def pen(digit, gen):

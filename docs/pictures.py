@@ -22,9 +22,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import mnist  # noqa: E402
-from test_images import ink, jpeg, photo, sideways  # noqa: E402
-from test_serve import browser, draw, start  # noqa: E402
+import mnist
+from test_images import ink, jpeg, photo, sideways
+from test_serve import browser, draw, start
 
 
 def enlarge(images, k):
