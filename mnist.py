@@ -618,10 +618,13 @@ def check_args(p, args, *outputs):
     for path in filter(None, outputs):
         if Path(path).is_dir():
             p.error(f"cannot write {path}: it is a folder")
+        folder = Path(path).parent
+        if not folder.is_dir():
+            p.error(f"cannot write {path}: there is no folder {folder}")
         try:  # where atomic_write will put its temporary file
-            fd, probe = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
+            fd, probe = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=folder)
         except OSError as e:
-            p.error(f"cannot write {path}: {e.strerror}")
+            p.error(f"cannot write {path}: the folder {folder} takes no new files ({e.strerror})")
         os.close(fd)
         os.remove(probe)
 
