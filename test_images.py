@@ -13,53 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import mnist
+from tools.samples import grey, ink, jpeg, photo, png, sideways, transparent
 
 PER_GROUP = 40  # images a group; each group must be at least 90% right
-
-
-def ink(digit, scale, margins):
-    """A test digit (uint8 1×28×28) enlarged by scale, with margins (left, right, top, bottom): ink 0 to 1."""
-    big = F.interpolate(digit[None].float() / 255, scale_factor=scale, mode="bilinear", align_corners=False)[0, 0]
-    return F.pad(big, margins).clamp(0, 1)
-
-
-def grey(t):
-    return Image.fromarray(t.clamp(0, 255).round().byte().numpy())
-
-
-def photo(amount, gen):
-    """Dark ink on paper under uneven light: a slope across the page in a random direction, falling off
-    towards the corners, camera noise. amount: ink 0 to 1, H×W. An RGB image."""
-    h, w = amount.shape
-    rand = torch.rand(8, generator=gen)
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    angle = 2 * math.pi * rand[0]
-    light = 0.6 + 0.3 * rand[1] + 0.3 * (torch.cos(angle) * x + torch.sin(angle) * y) - 0.15 * (x**2 + y**2)
-    paper = torch.tensor([225.0, 215.0, 195.0]) + 25 * rand[2:5]
-    pen = 20 + 40 * rand[5]
-    rgb = (paper[:, None, None] * (1 - amount) + pen * amount) * light.clamp(0.15, 1.1)
-    rgb = rgb + (3 + 5 * rand[6]) * torch.randn(rgb.shape, generator=gen)
-    return Image.merge("RGB", [grey(c) for c in rgb])
-
-
-def jpeg(img, **options):
-    buffer = io.BytesIO()
-    img.save(buffer, "JPEG", quality=85, **options)
-    return buffer.getvalue()
-
-
-def png(img, **options):
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG", **options)
-    return buffer.getvalue()
-
-
-def transparent(colour):
-    def make(amount, gen):
-        img = Image.new("RGBA", amount.shape[::-1], colour + (0,))
-        img.putalpha(grey(255 * amount))
-        return png(img)
-    return make
 
 
 def la(amount, gen):
@@ -72,13 +28,6 @@ def palette(amount, gen):
     img.putpalette([255, 255, 255, 30, 60, 200])
     img.paste(1, mask=grey(255 * (amount > 0.5)))
     return png(img, transparency=0)
-
-
-def sideways(amount, gen):
-    """A portrait photo as phones store it: the pixels lying on their side, an EXIF tag to turn them."""
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to show"
-    return jpeg(photo(amount, gen).transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())
 
 
 def large(amount, gen):

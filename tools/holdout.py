@@ -3,7 +3,7 @@
 cosine fall-off), other JPEG qualities, both EXIF turns. Reports the share read right in each kind, by
 `predict` and over HTTP through `serve`.
 
-    python docs/holdout.py --weights mnist_cnn.pt [--per-kind 60] [--seed 2026]
+    python tools/holdout.py --weights mnist_cnn.pt [--per-kind 60] [--seed 2026]
 """
 
 import argparse

@@ -2,10 +2,10 @@
 
     python mnist.py                                    # weights in mnist_cnn.pt
     python mnist.py evaluate --errors docs/errors.png  # the misclassified test digits
-    python docs/pictures.py                            # docs/deskew.png, docs/photo.png, docs/serve.png
+    python tools/pictures.py                            # docs/deskew.png, docs/photo.png, docs/serve.png
 
-The photos are made as the tests make them (test_images.py), and the page is driven as the browser
-test drives it (test_serve.py): headless Chromium and its driver must be installed for docs/serve.png.
+The photos are made as the tests make them (tools/samples.py), and the page is driven as the browser
+test drives it (tools/browser.py): headless Chromium and its driver must be installed for docs/serve.png.
 """
 
 import argparse
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mnist
-from test_images import ink, jpeg, photo, sideways
-from test_serve import browser, draw, start
+from tools.browser import browser, draw, start
+from tools.samples import ink, jpeg, photo, sideways
 
 
 def enlarge(images, k):
