@@ -9,8 +9,11 @@ import io
 import json
 import math
 import os
+import re
+import select
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -46,17 +49,34 @@ def request(url, body=None, method=None, headers=None):
     return status, json.loads(raw) if head.get("Content-Type") == "application/json" else raw.decode(), head
 
 
-def raw_request(url, text):
-    """Sends text as the request as it is (a body that is never sent, a header left out); returns the
-    status and the JSON body of the answer."""
-    host, port = url.split("//")[1].strip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(text.encode())
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+def authority(url):
+    """host:port of a URL, as a Host header says it."""
+    return url.split("//")[1].strip("/")
+
+
+def connect(url):
+    host, port = authority(url).rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def read_answer(sock):
+    """(status, parsed JSON body) of the answer on a socket, read as far as its Content-Length."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+        answer += chunk
     head, body = answer.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
     return int(head.split()[1]), json.loads(body)
+
+
+def raw_request(url, text):
+    """Sends text as the request as it is (HOST stands for the server's host:port); returns the status and
+    the JSON body of the answer."""
+    with connect(url) as s:
+        s.sendall(text.replace("HOST", authority(url)).encode("latin-1"))
+        return read_answer(s)
 
 
 def digits(data, first, count, gen):
@@ -93,7 +113,8 @@ def test_predict_reads_drawings_and_photos(server, data):
 
 def test_every_bad_request_is_refused_with_json(server):
     cases = [  # (what is sent, the status expected)
-        (request(server + "predict", b"not an image", "POST"), 400),
+        (request(server + "predict", b"not an image", "POST"), 415),
+        (request(server + "predict", png(Image.new("L", (50, 50), 255))[:60], "POST"), 400),  # truncated
         (request(server + "predict", b"", "POST"), 400),
         (request(server + "predict", png(Image.new("L", (50, 50), 255)), "POST"), 422),
         (request(server + "predict", png(Image.new("L", (9000, 11000), 255)), "POST"), 413),
@@ -105,13 +126,113 @@ def test_every_bad_request_is_refused_with_json(server):
     for (status, answer, _), expected in cases:
         assert status == expected and isinstance(answer, dict) and answer["error"]
     # a body over 5 MB is refused from its Content-Length alone: the body is never sent here
-    status, answer = raw_request(server, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n")
+    status, answer = raw_request(server, "POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: 6000000\r\n\r\n")
     assert status == 413 and "too large" in answer["error"]
-    status, answer = raw_request(server, "POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, answer = raw_request(server, "POST /predict HTTP/1.1\r\nHost: HOST\r\n\r\n")
     assert status == 411 and answer["error"]
-    status, answer = raw_request(server, "BREW /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, answer = raw_request(server, "BREW /predict HTTP/1.1\r\nHost: HOST\r\n\r\n")
     assert status == 501 and answer["error"]
+    for length in ("\u00b2", "9" * 5000, "-1", "1e3", "0x10", "12, 12"):  # ² passes str.isdigit, not int()
+        status, answer = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: {length}\r\n\r\n")
+        assert status == 400 and "Content-Length" in answer["error"], length
     assert request(server)[0] == 200  # still serving
+
+
+def test_other_hosts_and_other_sites_are_refused(server, data):
+    body = digits(data, 2100, 1, torch.Generator().manual_seed(3))[0][0]
+    port = authority(server).rsplit(":", 1)[1]
+    for host, expected in [(f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), (f"attacker.example:{port}", 403),
+                           ("127.0.0.1:1", 403), (f"[::1]:{port}", 200), (f"127.0.0.1.attacker.example:{port}", 403)]:
+        status, answer = raw_request(server, f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n") if expected != 200 else (
+            request(server, headers={"Host": host})[:2])
+        assert status == expected, host
+        if expected == 403:  # DNS rebinding: a name that points here reads nothing
+            assert host in answer["error"]
+    assert raw_request(server, "GET / HTTP/1.0\r\n\r\n")[0] == 400  # no Host at all
+    same = {"Origin": server.rstrip("/"), "Content-Type": "text/plain"}
+    assert request(server + "predict", body, "POST", same)[0] == 200
+    for origin in ("http://attacker.example", "null", f"http://localhost:{port}.attacker.example"):
+        status, answer, _ = request(server + "predict", body, "POST", {"Origin": origin, "Content-Type": "text/plain"})
+        assert status == 403 and "another site" in answer["error"]
+
+
+def test_the_page_runs_only_its_own_script_and_style_and_is_not_framed(server):
+    _, page, head = request(server)
+    policy = dict(part.strip().split(" ", 1) for part in head["Content-Security-Policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'" and head["X-Frame-Options"] == "DENY"
+    assert "<script>" not in page and "<style>" not in page and not re.search(r"\s(style|on\w+)=", page)
+    for asset, kind in (("draw.js", "text/javascript"), ("draw.css", "text/css")):
+        status, _, head = request(server + asset)
+        assert status == 200 and head["Content-Type"].startswith(kind)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n1 setgray 0 0 100 100 rectfill\n" \
+      b"0 setgray 12 setlinewidth 50 10 moveto 50 90 lineto stroke showpage\n"  # a 1, drawn by PostScript
+
+
+def test_postscript_is_never_read(server):
+    assert Image.open(io.BytesIO(EPS)).format == "EPS"  # Pillow alone would take it, and run Ghostscript on it
+    status, answer, _ = request(server + "predict", EPS, "POST")
+    assert status == 415 and "PNG, JPEG, GIF, BMP, TIFF or WebP" in answer["error"]
+
+
+def test_an_oversized_body_sent_whole_gets_its_413(server):
+    with connect(server) as s:
+        s.sendall(f"POST /predict HTTP/1.1\r\nHost: {authority(server)}\r\nContent-Length: 6000000\r\n\r\n".encode())
+        s.sendall(b"\0" * 6_000_000)  # as a client that does not wait for an answer before sending
+        status, answer = read_answer(s)
+    assert status == 413 and "too large" in answer["error"]
+
+
+def test_slow_and_surplus_clients_are_answered_and_let_go(trained):
+    """Clients that send a byte a second get 408 once the whole-request deadline passes; while they hold
+    every connection the server serves, one more gets 503 at once; then the server serves again."""
+    import serve
+
+    proc, url = start("--weights", str(trained[1]), "--port", "0")
+    try:
+        def slow(k):
+            with connect(url) as s:
+                begun = time.monotonic()
+                s.sendall(f"POST /predict HTTP/1.1\r\nHost: {authority(url)}\r\nContent-Length: 100\r\n\r\n".encode())
+                try:
+                    while not select.select([s], [], [], 1)[0]:
+                        s.sendall(b"x")
+                    return read_answer(s)[0], time.monotonic() - begun
+                except OSError:
+                    return None, time.monotonic() - begun
+
+        with ThreadPoolExecutor(serve.CLIENTS) as pool:
+            slow_ones = [pool.submit(slow, k) for k in range(serve.CLIENTS)]
+            time.sleep(2)
+            begun = time.monotonic()
+            assert raw_request(url, "GET / HTTP/1.1\r\nHost: HOST\r\n\r\n")[0] == 503
+            assert time.monotonic() - begun < 1
+            answers = [f.result() for f in slow_ones]
+        assert all(status == 408 and seconds < serve.REQUEST_SECONDS + 3 for status, seconds in answers), answers
+        assert request(url)[0] == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc")
+def test_sixteen_huge_pictures_at_once_keep_memory_bounded(trained):
+    """16 POSTs at once of a 64-megapixel 16-bit PNG (140 KB each, 128 MB decoded)."""
+    picture = Image.new("I;16", (8000, 8000), 50_000)
+    picture.paste(1_000, (3000, 3900, 5000, 4100))
+    body = png(picture)
+    proc, url = start("--weights", str(trained[1]), "--port", "0")
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(lambda _: request(url + "predict", body, "POST")[0], range(16)))
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{proc.pid}/status").read_text()).group(1)) / 2**20
+        assert set(statuses) <= {200, 503} and 200 in statuses
+        assert peak < 2.0, f"peak {peak:.2f} GB"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_sixteen_clients_at_once_are_all_answered(server, data):
