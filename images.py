@@ -10,6 +10,8 @@ placed in 28×28 with its centre of mass at the centre.
 """
 
 import os
+import stat
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +22,26 @@ SIZE = 28            # ... placed in 28×28 by their centre of mass
 CROP = 0.25          # the bounding box is of the pixels holding at least this share of the most ink: a
                      # photo's faint specks and shadows left outside do not stretch it
 BLANK = 32           # an image whose most ink is below this (of 255) holds no digit
+TRANSPARENT = 32     # alpha below this is the ground; an image at least half of which is such ground is a
+                     # drawing on it: a canvas's strokes rarely cover a third of it, a screenshot's rounded
+                     # corners or border a tenth (a 3-pixel border, 38% of a 28-pixel picture)
 WORK_SIZE = 256      # an image is reduced to at most this many pixels a side before the ink is looked for:
                      # 256 leaves a stroke of a 28×28 digit's width 9 pixels or more
 
 
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # plain rasters: no PostScript (Pillow would run
+                                                        # Ghostscript), no icons, fonts or camera formats
+# Pillow refuses images of over twice Image.MAX_IMAGE_PIXELS itself and warns of those over it; open_image
+# refuses those over it, after a JPEG's reduced-scale decoding, in a sentence, so the warning says nothing more
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 class ImageError(ValueError):
     """An image that cannot be read as a digit; the message says why in a few words."""
+
+
+class NotAnImage(ImageError):
+    """Not an image in one of FORMATS."""
 
 
 class TooLarge(ImageError):
@@ -40,32 +56,40 @@ class Blank(ImageError):
 
 
 def open_image(source):
-    """Opens a path or binary file as an upright PIL image of at most WORK_SIZE pixels a side; the first
-    frame of an animation. A JPEG is decoded at 1/2 to 1/8 scale when that is enough (Pillow's draft),
-    so a 12-megapixel photo costs about what a small one does."""
-    max_pixels = 89_478_485  # Pillow's limit, applied to what is decoded (a JPEG at reduced scale)
-    Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's: it gives the size, and not as a warning
+    """Opens a path or binary file as an upright PIL image of mode L or RGBA, at most WORK_SIZE pixels a
+    side; the first frame of an animation. A JPEG is decoded at 1/2 to 1/8 scale when that is enough
+    (Pillow's draft), so a 12-megapixel photo costs about what a small one does. Every other image is
+    reduced as it is decoded, before any copy of it is made: a decode holds about one image's pixels."""
     if isinstance(source, (str, os.PathLike)):
-        if os.path.isdir(source):
+        try:
+            info = os.stat(source)
+        except FileNotFoundError:
+            raise ImageError("no such file") from None
+        except OSError as e:
+            raise ImageError(f"cannot be read: {e.strerror.lower()}") from None
+        if stat.S_ISDIR(info.st_mode):
             raise ImageError("a folder, not an image")
-        if os.path.isfile(source) and os.path.getsize(source) == 0:
+        if not stat.S_ISREG(info.st_mode):  # a pipe would keep us waiting, a device reading for ever
+            raise ImageError("not a regular file (a pipe, socket or device)")
+        if info.st_size == 0:
             raise ImageError("empty file")
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=FORMATS) as img:
             img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
-            if img.width * img.height > max_pixels:
-                raise TooLarge(f"image too large: {img.width}×{img.height} pixels")
+            if img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                raise TooLarge(f"image too large: {img.width}×{img.height} pixels, over {Image.MAX_IMAGE_PIXELS:,}")
+            if img.mode in ("1", "P"):  # a palette's colours are resized, not its indices
+                img = img.convert("RGBA" if "transparency" in img.info else "L")
+            img.thumbnail((WORK_SIZE, WORK_SIZE), reducing_gap=None if img.mode.startswith("I;16") else 2.0)  # (its
+            # reduce() takes no 16-bit images)
             img = ImageOps.exif_transpose(img)  # a portrait photo arrives upright
         if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float greys: to 8 bits
             img = img.convert("F")
             top = img.getextrema()[1]
-            img = img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L")
-        elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-            img = img.convert("RGBA")
-        elif img.mode != "L":
-            img = img.convert("RGB").convert("L")
-        img.thumbnail((WORK_SIZE, WORK_SIZE))
-        return img
+            return img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L")
+        if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            return img.convert("RGBA")
+        return img if img.mode == "L" else img.convert("RGB").convert("L")
     except ImageError:
         raise
     except FileNotFoundError:
@@ -73,9 +97,9 @@ def open_image(source):
     except PermissionError:
         raise ImageError("cannot be read: permission denied") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
-    except MemoryError:
-        raise TooLarge("image too large to decode") from None
+        raise NotAnImage("not a PNG, JPEG, GIF, BMP, TIFF or WebP image") from None
+    except (MemoryError, Image.DecompressionBombError):
+        raise TooLarge(f"image too large: over {Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except Exception:  # noqa: BLE001 -- a damaged file fails inside Pillow's decoders in many ways
         raise ImageError("damaged or truncated image") from None
 
@@ -88,33 +112,54 @@ def grey(img):
 def paper_level(x, size):
     """The paper's level under dark strokes: the largest value within size×size pixels, then the smallest
     of those (a morphological closing), which fills in strokes narrower than size and follows the light's
-    slower changes. The border is repeated outwards, so that light falling off towards an edge is
+    slower changes. Read on a copy a quarter as wide (each pixel the largest of its 4×4, which is where
+    the closing starts), then enlarged: the level changes slowly, and a sixteenth of the pixels cost a
+    sixteenth of the time. The border is repeated outwards, so that light falling off towards an edge is
     followed, not cut short."""
-    k = size | 1
-    y = F.pad(x[None, None], (k - 1,) * 4, mode="replicate")
+    step = 4 if size >= 16 else 1
+    k = (size // step) | 1
+    h, w = x.shape
+    y = F.pad(x[None], (0, -w % step, 0, -h % step), mode="replicate")[0]
+    y = y.view(y.shape[0] // step, step, -1, step).amax((1, 3))[None, None]  # (max_pool2d is ten times slower)
+    y = F.pad(y, (k - 1,) * 4, mode="replicate")
     for sign in (1, -1):  # each pass one dimension at a time: k, not k², comparisons a pixel
         y = sign * F.max_pool2d(F.max_pool2d(sign * y, (k, 1), stride=1), (1, k), stride=1)
-    return y[0, 0]
+    return F.interpolate(y, scale_factor=step, mode="bilinear")[0, 0, :x.shape[0], :x.shape[1]]
+
+
+def spread(m, pick):
+    """Each pixel of m (H×W) replaced by the largest (pick=torch.maximum) or smallest (torch.minimum) of its
+    3×3 neighbourhood, the border repeated: a dilation or erosion, in elementwise steps (max_pool2d's
+    costs ten times as much on the CPU)."""
+    p = F.pad(m[None], (1, 1, 1, 1), mode="replicate")[0]
+    rows = pick(pick(p[:-2], p[1:-1]), p[2:])
+    return pick(pick(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def find_ink(img):
-    """How much ink each pixel holds, H×W, 0 for none. A transparent image's ink is its alpha channel,
-    whatever the strokes' colour. Otherwise light ink on a dark ground is turned dark on light, and the
-    ink is each pixel's shortfall from the paper's own level around it, as a fraction of that level, so
-    that uneven light, shadows and paper tone cancel out."""
+    """How much ink each pixel holds, H×W, 0 for none. A drawing on a transparent ground (a canvas) has its
+    ink in the alpha channel, whatever the strokes' colour. Otherwise light ink on a dark ground is turned
+    dark on light, and the ink is each pixel's shortfall from the paper's own level around it, as a
+    fraction of that level, so that uneven light, shadows and paper tone cancel out."""
     if img.mode == "RGBA":
-        alpha = img.getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return grey(alpha)
-        img = img.convert("RGB").convert("L")
-    x = grey(img)
+        alpha = grey(img.getchannel("A"))
+        if (alpha < TRANSPARENT).float().mean() >= 0.5:
+            return alpha
+        # an opaque picture with transparent corners or a border (a screenshot): those filled with its ground
+        x, seen = grey(img.convert("L")), alpha / 255
+        return find_ink_on_paper(x * seen + x[seen == 1].median() * (1 - seen) if (seen == 1).any() else x)
+    return find_ink_on_paper(grey(img))
+
+
+def find_ink_on_paper(x):
+    """find_ink for a grey picture H×W, 0 to 255."""
     if min(x.shape) >= 64:  # a photo's noise, averaged over 3×3 pixels before the paper's level is read
         x = F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
     # light ink on a dark ground when the lightest pixels stand out further from their surroundings (the
-    # median of the half of the image around them, on a 64-pixel copy) than the darkest do
+    # median of the half of the image around them, on a 32-pixel copy) than the darkest do
     h, w = x.shape
-    small = F.adaptive_avg_pool2d(x[None, None], (max(1, 64 * h // max(h, w)), max(1, 64 * w // max(h, w))))
-    around = F.unfold(F.pad(small, (16,) * 4, mode="replicate"), 33).median(1).values.view_as(small)
+    small = F.adaptive_avg_pool2d(x[None, None], (max(1, 32 * h // max(h, w)), max(1, 32 * w // max(h, w))))
+    around = F.unfold(F.pad(small, (8,) * 4, mode="replicate"), 17).median(1).values.view_as(small)
     low, high = torch.quantile((small - around).flatten(), torch.tensor([0.01, 0.99]))
     if high > -low:
         x = 255 - x
@@ -128,11 +173,9 @@ def find_ink(img):
     size = max(x.shape) // 4
     y = ink(size)
 
-    def erode(m):
-        return -F.max_pool2d(-m, 3, stride=1, padding=1)
-
-    strokes = F.max_pool2d(erode((y > 0.5 * y.max()).float()[None, None]), 3, stride=1, padding=1)  # no specks
-    width = 2 * strokes.sum() / (strokes - erode(strokes)).sum().clamp(min=1)  # area over half the edge
+    strokes = spread(spread((y > 0.5 * y.max()).float(), torch.minimum), torch.maximum)  # no specks
+    width = 2 * strokes.sum() / (strokes - spread(strokes, torch.minimum)).sum().clamp(min=1)  # area over half
+    # the edge
     fitted = int(min(size, max(5, 3 * width)))
     if fitted != size:
         y = ink(fitted)
@@ -179,3 +222,51 @@ def prepare_image(source):
     if x.max() < BLANK:
         raise Blank("blank image: no ink found")
     return frame(x)
+
+
+# ---------------------------------------------------------------- drawing pen strokes
+
+
+def tent_cdf(t):
+    """The share of a triangle filter one pixel wide each side (antialiased resizing's filter) left of t."""
+    t = t.clamp(-1, 1)
+    return torch.where(t < 0, (t + 1) ** 2 / 2, 1 - (1 - t) ** 2 / 2)
+
+
+def draw_strokes(segments, counts, width, chunk=256):
+    """Pen digits as prepare_image frames a drawing of them on a canvas, without drawing the canvas: uint8
+    N×1×28×28.
+
+    segments: N×S×4, each digit's strokes as line segments (x0, y0, x1, y1), y down, in any unit; its
+    first counts[i] are its own, the rest repeat one of them. width: N, the pen's width as a share of the
+    digit's extent (the longer side of its strokes' bounding box). A round pen of that width covers the
+    strokes; frame() would crop to the ink, scale its longer side to BOX pixels with a triangle filter
+    (what a canvas drawn at any size comes to), so each pixel here is the filtered ink a straight stroke
+    leaves at that distance from its middle, then place() puts the digit in 28×28. The digits are drawn
+    in chunks of about the same number of segments, each pixel against each segment of its digit.
+    """
+    out = torch.empty(len(segments), 1, SIZE, SIZE, dtype=torch.uint8, device=segments.device)
+    grid = torch.arange(BOX, dtype=segments.dtype, device=segments.device) + 0.5      # pixel centres
+    py, px = (g.flatten() for g in torch.meshgrid(grid, grid, indexing="ij"))
+    order = counts.argsort()
+    for idx in order.split(chunk):
+        s = segments[idx, :int(counts[idx].max())]
+        ends = s.view(len(idx), -1, 2)                                                # n×2S×2: x, y
+        lo, hi = ends.amin(1), ends.amax(1)
+        pen = width[idx] * (hi - lo).amax(1).clamp(min=1e-6)
+        side = hi - lo + pen[:, None]                                                  # the ink's box: x, y
+        size = (BOX * side / side.amax(1, keepdim=True)).round().clamp(min=1)        # ... in pixels
+        p = (ends - lo[:, None] + pen[:, None, None] / 2) * (size / side)[:, None]   # ends in pixels
+        p = p.view(len(idx), -1, 1, 4)                                                 # n×S×1×4
+        ax, ay, ex, ey = p[..., 0], p[..., 1], p[..., 2] - p[..., 0], p[..., 3] - p[..., 1]
+        wx, wy = px - ax, py - ay                                  # n×S×BOX², from each segment's start
+        t = (wx * ex).addcmul_(wy, ey).mul_(1 / (ex * ex + ey * ey).clamp(min=1e-12)).clamp_(0, 1)
+        wx.addcmul_(t, ex, value=-1)                               # ... to the segment's nearest point
+        wy.addcmul_(t, ey, value=-1)
+        d = wx.mul_(wx).addcmul_(wy, wy).amin(1).sqrt().view(-1, BOX, BOX)
+        r = (pen * BOX / side.amax(1) / 2)[:, None, None]
+        ink = tent_cdf(r - d) - tent_cdf(-r - d)
+        h, w = size[:, 1, None, None], size[:, 0, None, None]
+        ink = ink * ((grid[:, None] < h) & (grid[None, :] < w))
+        out[idx] = place(ink, size.flip(1))
+    return out

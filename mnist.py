@@ -16,6 +16,7 @@ validation split (--val); docs/experiments.md keeps the record.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -62,11 +63,18 @@ class Config:
                                     FRACTION)
     seed: int = option(0, "seeds the weights and the batch order")
     device: str = option("auto", "auto takes CUDA when there is one", choices=("auto", "cpu", "cuda"))
-    val: bool = option(False, "train on the first 50,000 training images and report on the last 10,000")
+    val: bool = option(False, "hold out MNIST's last 10,000 training images and ten pen writers, and report on them")
+    mnist_only: bool = option(False, "train on MNIST alone, without the pen digits (to compare with other programs)")
 
 
 MEAN, STD = 0.1307, 0.3081        # of the training images, scaled to [0, 1]
 VAL_SIZE = 10_000
+PEN_FILE = Path(__file__).with_name("pendigits.bin")  # UCI's pen digits: tools/build_pendigits.py makes it
+PEN_SHA256 = "daa035abe819a0a1767d482b1c589236a851b640f5370fdacda5997af8fc8a32"
+PEN_VAL_WRITERS = range(21, 31)   # --val holds out these ten of the 30 writers, as it holds out MNIST's last 10,000
+PEN_WIDTHS = (0.03, 0.6)          # the pen's width as a share of the digit's extent, drawn log-uniformly for training
+PEN_VAL_WIDTHS = (0.05, 0.1, 0.16, 0.25)  # --val draws each held-out digit with each: a fine pen, the page's (20
+                                          # pixels on a 200-pixel digit), a bold one, a small digit
 
 
 class UserError(Exception):
@@ -130,6 +138,46 @@ def load_mnist(root, splits=("train", "test")):
     return {split: (read(f"{prefix}-images-idx3-ubyte", 16).view(-1, 1, 28, 28),
                     read(f"{prefix}-labels-idx1-ubyte", 8).long())
             for split, prefix in (("train", "train"), ("test", "t10k")) if split in splits}
+
+
+def load_pendigits(path=PEN_FILE):
+    """The pen digits as {"segments": N×S×4 float, "counts", "labels", "writers": N}: each digit's strokes as
+    line segments (x0, y0, x1, y1) in tablet units, y down; its first counts[i] are its own, the rest repeat
+    its first (a dot is a segment from a point to itself). The file's layout: tools/build_pendigits.py."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != PEN_SHA256:
+        raise UserError(f"{path} is not the pen digits' file (its SHA-256 differs): check it out again from git")
+    head, body = data.split(b"\n", 1)
+    n, s, p = map(int, head.split()[2:])
+    body = bytearray(body)  # little-endian, as every machine torch runs on
+
+    def read(dtype, count, offset):
+        return torch.frombuffer(body, dtype=dtype, count=count, offset=offset).long()
+
+    labels, writers, strokes = (read(torch.uint8, n, i * n) for i in range(3))
+    lengths = read(torch.int16, s, 3 * n)
+    points = read(torch.int16, 2 * p, 3 * n + 2 * s).view(p, 2).float() * torch.tensor([1.0, -1.0])
+    stroke = torch.repeat_interleave(torch.arange(s), lengths)  # of each point
+    after = torch.arange(1, p + 1).clamp(max=p - 1)
+    joined = stroke == stroke[after]                             # a point and the next are one segment
+    keep = joined | (lengths[stroke] == 1)
+    segments = torch.cat([points, points[torch.where(joined, after, torch.arange(p))]], 1)[keep]
+    digit = torch.repeat_interleave(torch.arange(n), strokes)[stroke[keep]]
+    counts = torch.bincount(digit, minlength=n)
+    first = counts.cumsum(0) - counts
+    padded = segments[first][:, None].repeat(1, int(counts.max()), 1)
+    padded[digit, torch.arange(len(segments)) - first[digit]] = segments
+    return {"segments": padded, "counts": counts, "labels": labels, "writers": writers}
+
+
+def draw_pen_digits(pen, widths):
+    """uint8 N×1×28×28: the pen digits drawn with these pen widths, as prepare_image frames a drawing."""
+    return pictures.draw_strokes(pen["segments"], pen["counts"], widths)
+
+
+def random_widths(n, generator):
+    low, high = PEN_WIDTHS
+    return low * (high / low) ** torch.rand(n, generator=generator)
 
 
 def deskew(x):
@@ -218,13 +266,18 @@ def cuda_graph(step, idx):
     return replay
 
 
-def train(model, images, labels, cfg, progress=False):
+def train(model, images, labels, cfg, pen=None, progress=False):
     """Trains in place with a one-cycle schedule; returns the mean training loss of the last epoch.
 
     The convolution filters learn with Muon, everything else (BatchNorm, the last layer) with SGD.
-    On a GPU every full batch replays one recorded step (cuda_graph).
+    On a GPU every full batch replays one recorded step (cuda_graph). pen: pen digits (load_pendigits),
+    drawn anew each epoch with random pen widths and shuffled in among the images.
     """
     device = images.device
+    order = torch.Generator().manual_seed(cfg.seed)
+    if pen is not None:  # one buffer for both, which each epoch's drawing fills in (a recorded step reads it)
+        images = torch.cat([images, images.new_zeros(len(pen["labels"]), 1, 28, 28)])
+        labels = torch.cat([labels, pen["labels"]])
     filters = [p for p in model.parameters() if p.ndim == 4]
     rest = [p for p in model.parameters() if p.ndim != 4]
     momenta, sgd_momenta = [torch.zeros_like(w) for w in filters], [torch.zeros_like(p) for p in rest]
@@ -244,10 +297,12 @@ def train(model, images, labels, cfg, progress=False):
         correct.add_((out.argmax(1) == y).sum())
 
     batches = math.ceil(len(images) / cfg.batch_size)
-    order = torch.Generator().manual_seed(cfg.seed)
     replay = None
     model.train()
     for epoch in range(cfg.epochs):
+        if pen is not None:
+            n = len(pen["labels"])
+            images[-n:] = draw_pen_digits(pen, random_widths(n, order).to(device))
         perm = torch.randperm(len(images), generator=order).to(device)
         total_loss.zero_()
         correct.zero_()
@@ -308,15 +363,30 @@ def pick_device(name):
     return torch.device(name)
 
 
+def evaluate_pen(model, pen):
+    """Accuracy in percent on pen digits drawn with each width of PEN_VAL_WIDTHS: in all, per digit, per width."""
+    n, widths = len(pen["labels"]), PEN_VAL_WIDTHS
+    images = torch.cat([draw_pen_digits(pen, pen["segments"].new_full((n,), w)) for w in widths])
+    labels = pen["labels"].repeat(len(widths))
+    right = (logits_over_views(model, images).argmax(1) == labels).float()
+    return {"pen_val_accuracy": 100 * right.mean().item(),
+            "pen_val_per_digit": [100 * right[labels == d].mean().item() for d in range(10)],
+            "pen_val_per_width": {w: 100 * r.mean().item() for w, r in zip(widths, right.split(n))}}
+
+
 def train_and_evaluate(cfg, data, progress=False):
-    """One seeded training run, then its evaluation on the test set (or, with cfg.val, on the last
-    10,000 training images); returns (model, metrics)."""
+    """One seeded training run on MNIST's training images and, unless cfg.mnist_only, the pen digits
+    (data["pen"]); then its evaluation on the test set. With cfg.val, it holds out MNIST's last 10,000
+    training images and the pen digits of PEN_VAL_WRITERS instead, and reports on both. Returns (model, metrics)."""
     device = pick_device(cfg.device)
     images, labels = (t.to(device) for t in data["train"])
+    pen = {k: v.to(device) for k, v in data["pen"].items()} if "pen" in data else None
     if cfg.val:
         split = "val"
         images, labels, eval_images, eval_labels = (images[:-VAL_SIZE], labels[:-VAL_SIZE],
                                                     images[-VAL_SIZE:], labels[-VAL_SIZE:])
+        held = torch.isin(pen["writers"], torch.tensor(PEN_VAL_WRITERS, device=device))
+        pen, val_pen = ({k: v[keep] for k, v in pen.items()} for keep in (~held, held))
     else:
         split = "test"
         eval_images, eval_labels = (t.to(device) for t in data["test"])
@@ -326,17 +396,18 @@ def train_and_evaluate(cfg, data, progress=False):
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     sync()
     t0 = time.perf_counter()
-    train_loss = train(model, images, labels, cfg, progress)
+    train_loss = train(model, images, labels, cfg, pen=None if cfg.mnist_only else pen, progress=progress)
     sync()
     t1 = time.perf_counter()
     loss, accuracy = evaluate(model, eval_images, eval_labels)
     t2 = time.perf_counter()
-    return model, {
-        "model": cfg.model, "params": count_params(model), "epochs": cfg.epochs, "seed": cfg.seed,
-        "device": device.type, "batch_size": cfg.batch_size, "train_loss": train_loss,
-        f"{split}_accuracy": accuracy, f"{split}_loss": loss,
-        "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
-    }
+    metrics = {"model": cfg.model, "params": count_params(model), "epochs": cfg.epochs, "seed": cfg.seed,
+               "device": device.type, "batch_size": cfg.batch_size, "mnist_only": cfg.mnist_only,
+               "train_loss": train_loss, f"{split}_accuracy": accuracy, f"{split}_loss": loss,
+               "train_seconds": t1 - t0, "eval_seconds": t2 - t1}
+    if cfg.val:
+        metrics.update(evaluate_pen(model, val_pen))
+    return model, metrics
 
 
 # ---------------------------------------------------------------- files
@@ -367,16 +438,24 @@ def save_weights(model, name, path):
 
 
 def load_weights(path, device="cpu"):
-    """Rebuilds the model a file of save_weights was made from."""
+    """Rebuilds the model a file of save_weights was made from; anything else is refused in one sentence."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a weights file")
+    if not path.exists():
+        raise UserError(f"no weights in {path}: train first with python mnist.py")
+    if not path.is_file():  # a pipe would keep torch.load waiting
+        raise UserError(f"{path} is not a regular file")
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        name, state = saved["model"], saved["state_dict"]
-    except FileNotFoundError:
-        raise UserError(f"no weights in {path}: train first with python mnist.py") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a folder, not a weights file") from None
+    except PermissionError:
+        raise UserError(f"cannot read {path}: permission denied") from None
     except Exception:  # noqa: BLE001 -- torch.load fails on a foreign file in many ways
-        raise UserError(f"{path} is not a weights file saved by mnist.py") from None
+        saved = None
+    name, state = (saved.get("model"), saved.get("state_dict")) if isinstance(saved, dict) else (None, None)
+    if not (isinstance(name, str) and isinstance(state, dict) and
+            all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise UserError(f"{path} is not a weights file saved by mnist.py")
     name = OLD_NAMES.get(name, name)
     if name not in MODELS:
         raise UserError(f"{path} holds weights of an unknown architecture {name!r}")
@@ -485,6 +564,8 @@ def train_command(argv):
     if fetched:
         print(fetched)
     data = {split: (x.to(device), y.to(device)) for split, (x, y) in load_mnist(args.data_dir).items()}
+    if not cfg.mnist_only or cfg.val:
+        data["pen"] = {k: v.to(device) for k, v in load_pendigits().items()}
     clock["data"] = time.time()
     summary(build_model(cfg.model).to(device), (1, 28, 28), device=device.type)
     clock["layer table"] = time.time()
@@ -493,29 +574,36 @@ def train_command(argv):
         train(build_model(cfg.model).to(device), images[:2 * cfg.batch_size], labels[:2 * cfg.batch_size], cfg)
     clock["warm-up"] = time.time()
     split = "val" if cfg.val else "test"
+    keys = [f"{split}_accuracy"] + (["pen_val_accuracy"] if cfg.val else [])  # what a run is judged by
     runs = []
     for i in range(args.runs):
         model, metrics = train_and_evaluate(Config(**{**asdict(cfg), "seed": cfg.seed + i}), data,
                                             not args.no_progress)
         runs.append(metrics)
         if args.runs > 1:
-            print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: {split} accuracy "
-                  f"{metrics[f'{split}_accuracy']:.2f}%  loss {metrics[f'{split}_loss']:.4f}  "
-                  f"train {metrics['train_seconds']:.1f} s  eval {metrics['eval_seconds']:.1f} s")
+            print(f"run {i + 1}/{args.runs} seed {metrics['seed']}: " + ", ".join(
+                f"{k.replace('_', ' ')} {metrics[k]:.2f}%" for k in keys) + f", train {metrics['train_seconds']:.1f} s")
     clock["runs"] = time.time()
     save_weights(model, cfg.model, args.out)
     clock["save"] = time.time()
-    result, accuracy = dict(runs[-1], clock=clock), metrics[f"{split}_accuracy"]
+    result, mean = dict(runs[-1], clock=clock), {k: metrics[k] for k in keys}
     if args.runs > 1:
-        stats = summarise(runs, f"{split}_accuracy")
-        result.update(runs=runs, **{f"{split}_accuracy_{k}": v for k, v in stats.items()})
-        accuracy = stats["mean"]
-        print(f"{split} accuracy over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} (std), "
-              f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
+        result["runs"] = runs
+        for k in keys:
+            stats = summarise(runs, k)
+            result.update({f"{k}_{name}": v for name, v in stats.items()})
+            mean[k] = stats["mean"]
+            print(f"{k.replace('_', ' ')} over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} (std), "
+                  f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
     if args.metrics_json:
         write_json(args.metrics_json, result)
-    print(f"{cfg.model}, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) on {device.type}: "
-          f"{split} accuracy {accuracy:.2f}%, {metrics['train_seconds']:.1f} s of training; weights in {args.out}")
+    if cfg.val:
+        print("pen digits of the held-out writers, per digit: " +
+              "  ".join(f"{d}: {a:.1f}%" for d, a in enumerate(metrics["pen_val_per_digit"])))
+    pen = f", held-out writers' pen digits {mean['pen_val_accuracy']:.2f}%" if cfg.val else ""
+    print(f"{cfg.model}, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) of MNIST"
+          f"{'' if cfg.mnist_only else ' and pen digits'} on {device.type}: {split} accuracy "
+          f"{mean[f'{split}_accuracy']:.2f}%{pen}, {metrics['train_seconds']:.1f} s of training; weights in {args.out}")
     return 0
 
 

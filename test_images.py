@@ -4,6 +4,7 @@ files that are not images at all. The images are made here from MNIST test digit
 import io
 import json
 import math
+import os
 import struct
 import zlib
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import mnist
+from test_serve import EPS
 from tools.samples import grey, ink, jpeg, photo, png, sideways, transparent
 
 PER_GROUP = 40  # images a group; each group must be at least 90% right
@@ -154,11 +156,13 @@ def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, monk
     files = {  # name: (bytes, or None for no file, the error expected)
         "seven.png": (whole, None),
         "blank.png": (png(Image.new("L", (40, 30), 255)), "blank image: no ink found"),
-        "notes.png": (b"not an image", "not an image Pillow can read"),
+        "notes.png": (b"not an image", "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
+        "one.eps": (EPS, "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),  # Pillow alone would run Ghostscript
         "empty.png": (b"", "empty file"),
         "cut.png": (whole[:len(whole) // 2], "damaged or truncated image"),
         "cut.jpg": (jpeg(Image.open(io.BytesIO(whole)))[:600], "damaged or truncated image"),
-        "huge.png": (png_of_size(16_000, 16_000), "image too large: 16000×16000 pixels"),
+        "huge.png": (png_of_size(16_000, 16_000), "image too large: over 89,478,485 pixels"),
+        "large.png": (png_of_size(9_000, 11_000), "image too large: 9000×11000 pixels, over 89,478,485"),
         "locked.png": (whole, "cannot be read: permission denied"),
         "missing.png": (None, "no such file"),
     }
@@ -167,6 +171,9 @@ def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, monk
             (tmp_path / name).write_bytes(content)
     (tmp_path / "a folder").mkdir()
     files["a folder"] = (None, "a folder, not an image")
+    if hasattr(os, "mkfifo"):  # a named pipe would keep Pillow waiting for ever
+        os.mkfifo(tmp_path / "a pipe")
+        files["a pipe"] = (None, "not a regular file (a pipe, socket or device)")
     real_open = Image.open
 
     def locked_open(source, *args, **kwargs):  # as root, chmod would not lock a file
@@ -180,6 +187,39 @@ def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, monk
     assert code == 1
     assert answers[0]["digit"] == 7
     assert [a.get("error") for a in answers] == [error for _, error in files.values()]
+
+
+def bordered(amount, gen, width=3):
+    """Black ink on white paper, opaque, inside a transparent border (a screenshot's, or a sticker's)."""
+    img = Image.merge("RGBA", [grey(255 - 255 * amount)] * 3 + [Image.new("L", amount.shape[::-1], 255)])
+    alpha = Image.new("L", img.size, 0)
+    alpha.paste(255, (width, width, img.width - width, img.height - width))
+    img.putalpha(alpha)
+    return png(img)
+
+
+def rounded(amount, gen):
+    """White ink on a dark page (a screenshot in dark mode) with transparent rounded corners."""
+    from PIL import ImageDraw
+
+    img = Image.merge("RGBA", [grey(30 + 225 * amount)] * 3 + [Image.new("L", amount.shape[::-1], 0)])
+    alpha = Image.new("L", img.size, 0)
+    ImageDraw.Draw(alpha).rounded_rectangle((0, 0, img.width - 1, img.height - 1), radius=min(img.size) // 5, fill=255)
+    img.putalpha(alpha)
+    return png(img)
+
+
+@pytest.mark.parametrize("make", [bordered, rounded])
+def test_an_opaque_picture_with_transparent_edges_is_read_as_the_picture(make, trained, data, tmp_path, capsys):
+    images, labels = data["test"]
+    gen = torch.Generator().manual_seed(4)
+    paths = []
+    for i in range(4000, 4040):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(make(ink(images[i], 3, [2, 2, 2, 2]), gen))
+    assert mnist.main(["predict", *map(str, paths), "--weights", str(trained[1]), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert sum(a["digit"] == label for a, label in zip(answers, labels[4000:4040].tolist())) >= 0.9 * 40
 
 
 def test_predict_prints_one_line_per_image_and_an_error_line(trained, data, tmp_path, capsys):

@@ -220,23 +220,32 @@ def test_the_recorded_cuda_step_trains_as_the_step_run_directly(data, monkeypatc
     assert losses[0] == pytest.approx(losses[1], rel=1e-2)  # cuDNN's kernels are not bitwise deterministic
 
 
-def test_val_split_holds_out_the_last_10k(data, monkeypatch):
+def test_val_split_holds_out_the_last_10k_and_ten_pen_writers(data, monkeypatch):
     seen = {}
 
-    def fake_train(model, images, labels, cfg, progress=False):
-        seen["train"] = images
+    def fake_train(model, images, labels, cfg, pen=None, progress=False):
+        seen["train"], seen["pen"] = images, pen
         return 0.0
 
     def fake_evaluate(model, images, labels):
         seen["scored"] = images
         return 0.0, 0.0
 
+    def fake_evaluate_pen(model, pen):
+        seen["pen scored"] = pen
+        return {"pen_val_accuracy": 0.0}
+
     monkeypatch.setattr(mnist, "train", fake_train)
     monkeypatch.setattr(mnist, "evaluate", fake_evaluate)
-    _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, device="cpu"), data)
+    monkeypatch.setattr(mnist, "evaluate_pen", fake_evaluate_pen)
+    pen = mnist.load_pendigits()
+    _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, device="cpu"), {**data, "pen": pen})
     images = data["train"][0]
     assert torch.equal(seen["train"], images[:50_000]) and torch.equal(seen["scored"], images[50_000:])
-    assert "val_accuracy" in metrics and "test_accuracy" not in metrics
+    assert sorted(set(seen["pen"]["writers"].tolist())) == list(range(1, 21))
+    assert sorted(set(seen["pen scored"]["writers"].tolist())) == list(range(21, 31))
+    assert len(seen["pen"]["labels"]) + len(seen["pen scored"]["labels"]) == len(pen["labels"])
+    assert "val_accuracy" in metrics and "pen_val_accuracy" in metrics and "test_accuracy" not in metrics
 
 
 def test_one_cycle_rises_over_the_warmup_then_falls_to_zero():
@@ -431,17 +440,33 @@ def test_out_that_is_a_folder_is_refused_before_work(tmp_path, capsys, data_dir)
     assert e.value.code == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_file_that_is_not_weights_is_refused(tmp_path):
+@pytest.mark.parametrize("content", ["text", [1], 7, {"model": [1], "state_dict": {}}, {"model": "cnn24k"},
+                                     {"model": "cnn24k", "state_dict": [1]}, {"model": "cnn24k", "state_dict": 3},
+                                     {"model": "cnn24k", "state_dict": {"0.0.weight": 1}}, {"state_dict": {}}])
+def test_a_file_that_is_not_weights_is_refused_in_one_line(content, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
-    bad.write_text("not weights")
-    with pytest.raises(mnist.UserError, match="not a weights file"):
-        mnist.load_weights(bad)
+    if content == "text":
+        bad.write_text("not weights")
+    else:
+        torch.save(content, bad)
+    code, err = run_main(["predict", str(tmp_path / "seven.png"), "--weights", str(bad)], capsys)
+    assert code == 2 and err == f"mnist.py: error: {bad} is not a weights file saved by mnist.py"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_given_as_weights_is_refused(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe")
+    code, err = run_main(["predict", "x.png", "--weights", str(tmp_path / "pipe")], capsys)
+    assert code == 2 and err.endswith("is not a regular file")
 
 
 @pytest.fixture
 def tiny_mnist(data, monkeypatch):
-    """The command line trains on 512 training digits and scores 256 test digits: a run takes a second."""
-    small = {"train": tiny(data, 512), "test": tuple(t[:256] for t in data["test"])}
+    """The command line trains on 512 training digits and 256 pen digits and scores 256 test digits: a run
+    takes a second."""
+    small = {"train": tiny(data, 512), "test": tuple(t[:256] for t in data["test"]),
+             "pen": {k: v[:256] for k, v in mnist.load_pendigits().items()}}
+    monkeypatch.setattr(mnist, "load_pendigits", lambda: small["pen"])
     monkeypatch.setattr(fetch, "find_mnist", lambda root: None)
     monkeypatch.setattr(mnist, "load_mnist", lambda root, splits=("train", "test"): {s: small[s] for s in splits})
     return small
@@ -480,7 +505,7 @@ def test_weights_saved_under_the_old_model_names_load(old, new, tmp_path):
 def test_training_ends_in_one_line(trained):
     *_, stdout = trained
     after_table = stdout.split("-" * 64)[-1].strip().splitlines()
-    assert len(after_table) == 1 and after_table[0].startswith("cnn24k, 23,978 parameters, 1 epoch(s) on cpu")
+    assert len(after_table) == 1 and after_table[0].startswith("cnn24k, 23,978 parameters, 1 epoch(s) of MNIST and pen digits on cpu: test accuracy")
 
 
 # ---------------------------------------------------------------- evaluate and predict

@@ -66,3 +66,37 @@ def sideways(amount, gen):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to show"
     return jpeg(photo(amount, gen).transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())
+
+
+def canvas(strokes, pen=20, size=280, ground=None):
+    """strokes (lists of (x, y) canvas pixels) drawn as the serve page draws them: black round-capped
+    lines pen pixels wide on a size×size canvas, antialiased (drawn four times larger, then reduced). On a
+    transparent canvas as the page's, or on an opaque ground of that grey (255: black on white). PNG bytes."""
+    from PIL import ImageDraw
+
+    k = 4
+    mask = Image.new("L", (k * size, k * size), 0)
+    draw = ImageDraw.Draw(mask)
+    r = k * pen / 2
+    for stroke in strokes:
+        points = [(k * x, k * y) for x, y in stroke]
+        if len(points) > 1:
+            draw.line(points, fill=255, width=round(k * pen))
+        for x, y in points:  # round caps and joins
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    mask = mask.reduce(k)
+    if ground is None:
+        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        img.putalpha(mask)
+    else:
+        img = Image.composite(Image.new("L", mask.size, 0), Image.new("L", mask.size, ground), mask)
+    return png(img)
+
+
+def fit(strokes, extent, left, top):
+    """Pen strokes (tablet units, y upwards) scaled so that their longer side is extent canvas pixels, with
+    the top left of their bounding box at (left, top), y downwards."""
+    xs = [x for s in strokes for x, _ in s]
+    ys = [y for s in strokes for _, y in s]
+    scale = extent / max(max(xs) - min(xs), max(ys) - min(ys), 1)
+    return [[(left + (x - min(xs)) * scale, top + (max(ys) - y) * scale) for x, y in s] for s in strokes]
