@@ -36,12 +36,23 @@ def data(data_dir):
     return mnist.load_mnist(data_dir)
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, data_dir):
+def train_once(tmp_path_factory, data_dir, *flags):
     """The command itself, as a user runs it: one epoch of the default model on the CPU."""
     out = tmp_path_factory.mktemp("trained")
     cmd = [sys.executable, str(HERE / "mnist.py"), "--data-dir", str(data_dir), "--device", "cpu",
-           "--no-progress", "--out", str(out / "w.pt"), "--metrics-json", str(out / "m.json")]
+           "--no-progress", "--out", str(out / "w.pt"), "--metrics-json", str(out / "m.json"), *flags]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=out)
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "m.json").read_text()), out / "w.pt", proc.stdout
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_dir):
+    """python mnist.py: (metrics, weights, what it printed)."""
+    return train_once(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_val(tmp_path_factory, data_dir):
+    """python mnist.py --val: trained without MNIST's last 10,000 and the pen writers of mnist.PEN_VAL_WRITERS."""
+    return train_once(tmp_path_factory, data_dir, "--val")

@@ -11,8 +11,10 @@ import math
 import os
 import re
 import select
+import shutil
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -172,7 +174,9 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n1 setgray 0 0 100 1
 
 
 def test_postscript_is_never_read(server):
-    assert Image.open(io.BytesIO(EPS)).format == "EPS"  # Pillow alone would take it, and run Ghostscript on it
+    assert Image.open(io.BytesIO(EPS)).format == "EPS"  # Pillow alone would take it, and run Ghostscript on it:
+    if shutil.which("gs"):  # where Ghostscript is installed (.ci/run installs it), that is what it would do
+        assert Image.open(io.BytesIO(EPS)).convert("L").getextrema() == (0, 255)
     status, answer, _ = request(server + "predict", EPS, "POST")
     assert status == 415 and "PNG, JPEG, GIF, BMP, TIFF or WebP" in answer["error"]
 
@@ -281,6 +285,25 @@ def test_ctrl_c_stops_the_server_cleanly(trained):
 # ---------------------------------------------------------------- the page in a real browser
 
 
+def other_site(html):
+    """The URL of a page of html served by another server, on another port of this machine."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html.encode())
+
+        def log_message(self, *args):
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{site.server_address[1]}/"
+
+
 def test_digits_drawn_with_the_mouse_in_a_browser_read_right(server, tmp_path):
     driver, why = browser()
     if driver is None:
@@ -292,10 +315,18 @@ def test_digits_drawn_with_the_mouse_in_a_browser_read_right(server, tmp_path):
         read = {d: draw(driver, d) for d in STROKES}
         driver.save_screenshot(str(tmp_path / "page.png"))
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
 
         bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
         seen = driver.find_element(By.ID, "seen").get_attribute("src")
+        # another site's page (another port) that frames this one: the browser shows it nothing
+        driver.get(other_site(f"<iframe id=other src='{server}' width=600 height=600></iframe>"))
+        driver.switch_to.frame("other")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+            "return document.URL != 'about:blank' && document.readyState == 'complete'"))
+        framed = driver.find_elements(By.ID, "pad")
     finally:
         driver.quit()
     assert read == {d: str(d) for d in STROKES}
     assert len(bars) == 10 and seen.startswith("data:image/png;base64,")
+    assert framed == []
