@@ -1,13 +1,15 @@
-"""Side-by-side timing: the earlier public recipe against `python mnist.py`, each in its own process.
+"""Side-by-side timing: the earlier public recipe, `python mnist.py --mnist-only` and `python mnist.py`, each
+in its own process, and `python mnist.py predict` on transparent canvases against opaque photos.
 
-    python bench.py                   # 3 pairs on the CPU, seeds 0-2
+    python bench.py                   # 3 runs of each on the CPU, seeds 0-2
     python bench.py --device cuda     # the same on a GPU
 
 The earlier recipe: its 11,130-parameter model, torchvision's MNIST with ToTensor() and
 Normalize((0.1307,), (0.3081,)) per sample through a shuffled DataLoader, batch 64, Adam 1e-3,
-one epoch, then the test set. Prints the median of each figure and the ratios, the whole process of
-`python mnist.py predict` on one image, and where the time of `python mnist.py` goes, phase by phase
-(from the clock it writes into --metrics-json). On a GPU both programs take a few untimed steps first:
+one epoch, then the test set. Prints the median of each figure and the ratios: mnist.py against the earlier
+recipe, the pen digits' cost (mnist.py against --mnist-only), predict's time for each further picture of
+each kind (from one picture and from 100 of each), and where the time of `python mnist.py` goes, phase by
+phase (from the clock it writes into --metrics-json). On a GPU both programs take a few untimed steps first:
 CUDA loads its kernels on first use, for seconds.
 """
 
@@ -85,16 +87,23 @@ def phases(clock, start, end, m):
             "save": clock["save"] - clock["runs"], "exit": end - clock["save"]}
 
 
-def write_digit(data_dir, path):
-    """The first test digit as a picture to predict: dark ink on white paper, 112 pixels square."""
-    import torch.nn.functional as F
-    from PIL import Image
+def write_pictures(data_dir, folder, count):
+    """count test digits as transparent canvases (canvas/*.png) and as opaque photos under uneven light
+    (photo/*.jpg), each about 280 pixels square, as predict meets them; the first of each for one image."""
+    import torch
 
     import mnist
+    from tools.samples import ink, jpeg, photo, transparent
 
-    digit = mnist.load_mnist(data_dir, ["test"])["test"][0][0]
-    big = F.interpolate(digit[None].float(), scale_factor=4, mode="bilinear")[0, 0]
-    Image.fromarray((255 - big).clamp(0, 255).byte().numpy()).save(path)
+    digits = mnist.load_mnist(data_dir, ["test"])["test"][0]
+    gen = torch.Generator().manual_seed(0)
+    for kind in ("canvas", "photo"):
+        (folder / kind).mkdir()
+    for i in range(count):
+        amount = ink(digits[i], 8, [28, 28, 28, 28])
+        (folder / "canvas" / f"{i}.png").write_bytes(transparent((0, 0, 0))(amount, gen))
+        (folder / "photo" / f"{i}.jpg").write_bytes(jpeg(photo(amount, gen)))
+    return {kind: sorted(map(str, (folder / kind).iterdir())) for kind in ("canvas", "photo")}
 
 
 def main():
@@ -111,14 +120,14 @@ def main():
 
     if not hasattr(os, "wait4"):
         print("bench.py: peak memory is not measured on Windows, which has no os.wait4; times are.")
-    results, steps, predicts = {"earlier recipe": [], "mnist.py": []}, [], []
+    programs = ("earlier recipe", "mnist.py --mnist-only", "mnist.py")
+    results, steps, predicts = {name: [] for name in programs}, [], {"one": [], "canvas": [], "photo": []}
     with tempfile.TemporaryDirectory() as tmp:
-        metrics, weights, digit = Path(tmp) / "metrics.json", Path(tmp) / "w.pt", Path(tmp) / "digit.png"
-        write_digit(args.data_dir, digit)
-        commands = {
-            "earlier recipe": [sys.executable, str(HERE / "bench.py"), "--earlier"],
-            "mnist.py": [sys.executable, str(HERE / "mnist.py"), "--no-progress", "--out", str(weights)],
-        }
+        metrics, weights = Path(tmp) / "metrics.json", Path(tmp) / "w.pt"
+        pictures = write_pictures(args.data_dir, Path(tmp), 100)
+        mnist_py = [sys.executable, str(HERE / "mnist.py"), "--no-progress", "--out", str(weights)]
+        commands = dict(zip(programs, ([sys.executable, str(HERE / "bench.py"), "--earlier"],
+                                       mnist_py + ["--mnist-only"], mnist_py)))
         for i in range(args.pairs):
             for name, cmd in commands.items():
                 cmd = cmd + ["--device", args.device, "--data-dir", args.data_dir, "--metrics-json", str(metrics),
@@ -129,24 +138,34 @@ def main():
                                       "rss": rss or 0})
                 if name == "mnist.py":
                     steps.append(phases(m["clock"], start, end, m))
-                print(f"pair {i + 1}/{args.pairs} {name:15s} process {end - start:5.1f} s  train {m['train_seconds']:5.1f} s"
-                      f"  accuracy {m['test_accuracy']:.2f}%" + (f"  peak {rss:,.0f} MB" if rss else ""), flush=True)
-            start, end, _ = measure([sys.executable, str(HERE / "mnist.py"), "predict", str(digit), "--weights",
-                                     str(weights), "--device", args.device])
-            predicts.append(end - start)
-            print(f"pair {i + 1}/{args.pairs} predict, one image: process {end - start:5.1f} s", flush=True)
+                print(f"run {i + 1}/{args.pairs} {name:22s} process {end - start:5.1f} s  train "
+                      f"{m['train_seconds']:5.1f} s  accuracy {m['test_accuracy']:.2f}%" +
+                      (f"  peak {rss:,.0f} MB" if rss else ""), flush=True)
+            for kind, paths in (("one", pictures["canvas"][:1]), ("canvas", pictures["canvas"]),
+                                ("photo", pictures["photo"])):
+                start, end, _ = measure([sys.executable, str(HERE / "mnist.py"), "predict", *paths, "--weights",
+                                         str(weights), "--device", args.device])
+                predicts[kind].append(end - start)
+            print(f"run {i + 1}/{args.pairs} predict: one picture {predicts['one'][-1]:.2f} s, 100 canvases "
+                  f"{predicts['canvas'][-1]:.2f} s, 100 photos {predicts['photo'][-1]:.2f} s", flush=True)
 
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    print(f"\nmedians over {args.pairs} pairs on {args.device} (pair i trains both with seed i):")
+    print(f"\nmedians over {args.pairs} runs of each on {args.device} (run i trains each with seed i):")
     for name, m in med.items():
         acc = [r["acc"] for r in results[name]]
         spread = f" ± {statistics.stdev(acc):.2f}, min {min(acc):.2f}%" if len(acc) > 1 else ""
-        print(f"  {name:15s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  accuracy, mean "
+        print(f"  {name:22s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  test accuracy, mean "
               f"{statistics.mean(acc):.2f}%{spread}" + (f"  peak {m['rss']:,.0f} MB" if m["rss"] else ""))
-    print(f"  python mnist.py predict, one image: process {statistics.median(predicts):.2f} s")
-    old, new = med["earlier recipe"], med["mnist.py"]
-    print(f"  speed-up: whole process {old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x"
-          + (f"; peak memory ratio {new['rss'] / old['rss']:.2f}" if new["rss"] else ""))
+    old, alone, new = (med[name] for name in programs)
+    print(f"  speed-up of python mnist.py over the earlier recipe: whole process {old['process'] / new['process']:.2f}x, "
+          f"training {old['train'] / new['train']:.2f}x" +
+          (f"; peak memory ratio {new['rss'] / old['rss']:.2f}" if new["rss"] else ""))
+    print(f"  the pen digits' cost, python mnist.py over --mnist-only: training {new['train'] / alone['train']:.2f}x, "
+          f"whole process {new['process'] / alone['process']:.2f}x")
+    one, canvas, photo = (statistics.median(predicts[k]) for k in ("one", "canvas", "photo"))
+    per_canvas, per_photo = (canvas - one) / 99, (photo - one) / 99
+    print(f"  python mnist.py predict: one picture {one:.2f} s in all; each further transparent canvas "
+          f"{1000 * per_canvas:.1f} ms, each opaque photo {1000 * per_photo:.1f} ms ({per_photo / per_canvas:.2f}x)")
     print("where the whole python mnist.py goes, medians in seconds:")
     print("  " + ", ".join(f"{k} {statistics.median(s[k] for s in steps):.2f}" for k in steps[0]))
 

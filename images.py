@@ -233,7 +233,7 @@ def tent_cdf(t):
     return torch.where(t < 0, (t + 1) ** 2 / 2, 1 - (1 - t) ** 2 / 2)
 
 
-def draw_strokes(segments, counts, width, chunk=256):
+def draw_strokes(segments, counts, width, chunk=64):
     """Pen digits as prepare_image frames a drawing of them on a canvas, without drawing the canvas: uint8
     N×1×28×28.
 
