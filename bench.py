@@ -157,8 +157,8 @@ def main():
         print(f"  {name:22s} process {m['process']:5.1f} s  train {m['train']:5.2f} s  test accuracy, mean "
               f"{statistics.mean(acc):.2f}%{spread}" + (f"  peak {m['rss']:,.0f} MB" if m["rss"] else ""))
     old, alone, new = (med[name] for name in programs)
-    print(f"  speed-up of python mnist.py over the earlier recipe: whole process {old['process'] / new['process']:.2f}x, "
-          f"training {old['train'] / new['train']:.2f}x" +
+    print(f"  speed-up of python mnist.py over the earlier recipe: whole process "
+          f"{old['process'] / new['process']:.2f}x, training {old['train'] / new['train']:.2f}x" +
           (f"; peak memory ratio {new['rss'] / old['rss']:.2f}" if new["rss"] else ""))
     print(f"  the pen digits' cost, python mnist.py over --mnist-only: training {new['train'] / alone['train']:.2f}x, "
           f"whole process {new['process'] / alone['process']:.2f}x")

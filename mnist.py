@@ -54,9 +54,9 @@ class Config:
     momentum: float = option(0.9, "Nesterov momentum of both; no weight decay (5e-4 cost 0.03 points on validation)",
                              FRACTION)
     warmup: float = option(0.25, "share of the steps spent rising to the peak learning rates", FRACTION)
-    label_smoothing: float = option(0.1, "share of each target spread over the other digits; worth 0.1 point on validation",
+    label_smoothing: float = option(0.1, "share of each target spread over the others; worth 0.1 point on validation",
                                     FRACTION)
-    seed: int = option(0, "seeds the weights and the batch order")
+    seed: int = option(0, "seeds the weights, the batch order and the pen digits' widths")
     device: str = option("auto", "auto takes CUDA when there is one", choices=("auto", "cpu", "cuda"))
     val: bool = option(False, "hold out MNIST's last 10,000 training images and ten pen writers, and report on them")
     mnist_only: bool = option(False, "train on MNIST alone, without the pen digits (to compare with other programs)")
@@ -552,13 +552,14 @@ def train_command(argv):
             stats = summarise(runs, k)
             result.update({f"{k}_{name}": v for name, v in stats.items()})
             mean[k] = stats["mean"]
-            print(f"{k.replace('_', ' ')} over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} (std), "
-                  f"min {stats['min']:.2f}%, max {stats['max']:.2f}%")
+            print(f"{k.replace('_', ' ')} over {args.runs} runs: mean {stats['mean']:.2f}% ± {stats['std']:.2f} "
+                  f"(std), min {stats['min']:.2f}%, max {stats['max']:.2f}%")
     if args.metrics_json:
         write_json(args.metrics_json, result)
-    if cfg.val:
-        print("pen digits of the held-out writers, per digit: " +
-              "  ".join(f"{d}: {a:.1f}%" for d, a in enumerate(metrics["pen_val_per_digit"])))
+    if cfg.val:  # (the mean over the runs)
+        per_digit = [statistics.mean(r["pen_val_per_digit"][d] for r in runs) for d in range(10)]
+        print("pen digits of the held-out writers, per digit: " + "  ".join(f"{d}: {a:.1f}%" for d, a in
+                                                                            enumerate(per_digit)))
     pen = f", held-out writers' pen digits {mean['pen_val_accuracy']:.2f}%" if cfg.val else ""
     print(f"{cfg.model}, {metrics['params']:,} parameters, {cfg.epochs} epoch(s) of MNIST"
           f"{'' if cfg.mnist_only else ' and pen digits'} on {device.type}: {split} accuracy "

@@ -135,7 +135,8 @@ def test_every_bad_request_is_refused_with_json(server):
     status, answer = raw_request(server, "BREW /predict HTTP/1.1\r\nHost: HOST\r\n\r\n")
     assert status == 501 and answer["error"]
     for length in ("\u00b2", "9" * 5000, "-1", "1e3", "0x10", "12, 12"):  # ² passes str.isdigit, not int()
-        status, answer = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: {length}\r\n\r\n")
+        text = f"POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: {length}\r\n\r\n"
+        status, answer = raw_request(server, text)
         assert status == 400 and "Content-Length" in answer["error"], length
     assert request(server)[0] == 200  # still serving
 
