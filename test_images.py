@@ -150,6 +150,7 @@ def png_of_size(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # as images.py has it: it says so itself
 def test_predict_reports_each_bad_file_and_goes_on(trained, data, tmp_path, monkeypatch, capsys):
     render(data["test"][0][0], tmp_path / "seven.png", 3, 5, 5)
     whole = (tmp_path / "seven.png").read_bytes()
