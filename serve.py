@@ -103,12 +103,13 @@ def host_check(host):
     bound = address(host)
     if bound is not None and bound.is_unspecified:
         return lambda name: name == "localhost" or address(name) is not None
-    names = {host.lower()} | ({"localhost", "127.0.0.1", "[::1]"} if bound is None or bound.is_loopback else set())
-    if host.lower() == "localhost":
-        names |= {"127.0.0.1", "[::1]"}
-    if bound is not None and bound.version == 6:
-        names.add(f"[{bound}]")
-    return lambda name: name in names or (address(name) is not None and address(name) == bound)
+    loopback = host.lower() == "localhost" if bound is None else bound.is_loopback
+
+    def allowed(name):
+        ip = address(name)
+        return name == host.lower() or (loopback and name == "localhost") or (
+            ip is not None and (ip == bound or (loopback and ip.is_loopback)))
+    return allowed
 
 
 def main(argv):

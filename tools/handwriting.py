@@ -36,8 +36,8 @@ STYLES = {  # name: (pen width in pixels, the digit's longer side in pixels, in 
 
 
 def strokes_of(segments, count):
-    """A digit's segments (tablet units, y down) as two-point strokes with y upwards, as fit() takes them."""
-    return [[(x0, -y0), (x1, -y1)] for x0, y0, x1, y1 in segments[:count].tolist()]
+    """A digit's segments (x0, y0, x1, y1) as strokes of two points each, as canvas() draws them."""
+    return [[(x0, y0), (x1, y1)] for x0, y0, x1, y1 in segments[:count].tolist()]
 
 
 def draw(strokes, style, gen, size=280):

@@ -94,9 +94,9 @@ def canvas(strokes, pen=20, size=280, ground=None):
 
 
 def fit(strokes, extent, left, top):
-    """Pen strokes (tablet units, y upwards) scaled so that their longer side is extent canvas pixels, with
-    the top left of their bounding box at (left, top), y downwards."""
+    """Pen strokes (any unit, y downwards) scaled so that their longer side is extent canvas pixels, with the
+    top left of their bounding box at (left, top)."""
     xs = [x for s in strokes for x, _ in s]
     ys = [y for s in strokes for _, y in s]
     scale = extent / max(max(xs) - min(xs), max(ys) - min(ys), 1)
-    return [[(left + (x - min(xs)) * scale, top + (max(ys) - y) * scale) for x, y in s] for s in strokes]
+    return [[(left + (x - min(xs)) * scale, top + (y - min(ys)) * scale) for x, y in s] for s in strokes]
