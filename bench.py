@@ -1,5 +1,6 @@
 """Side-by-side timing: the earlier public recipe, `python mnist.py --mnist-only` and `python mnist.py`, each
-in its own process, and `python mnist.py predict` on transparent canvases against opaque photos.
+in its own process, and `python mnist.py predict` on transparent canvases against opaque photos, and on the
+page's pad with one digit against five.
 
     python bench.py                   # 3 runs of each on the CPU, seeds 0-2
     python bench.py --device cuda     # the same on a GPU
@@ -92,8 +93,10 @@ def write_pictures(data_dir, folder, count):
     (photo/*.jpg), each about 280 pixels square, as predict meets them; the first of each for one image."""
     import torch
 
+    import datafiles
     import mnist
     from tools.samples import ink, jpeg, photo, transparent
+    from tools.written_numbers import number_picture
 
     digits = mnist.load_mnist(data_dir, ["test"])["test"][0]
     gen = torch.Generator().manual_seed(0)
@@ -103,7 +106,13 @@ def write_pictures(data_dir, folder, count):
         amount = ink(digits[i], 8, [28, 28, 28, 28])
         (folder / "canvas" / f"{i}.png").write_bytes(transparent((0, 0, 0))(amount, gen))
         (folder / "photo" / f"{i}.jpg").write_bytes(jpeg(photo(amount, gen)))
-    return {kind: sorted(map(str, (folder / kind).iterdir())) for kind in ("canvas", "photo")}
+    pen = datafiles.load_pendigits()
+    for n in (1, 5):  # the page's pad, 1120×280, with one digit or five (wider where five need it)
+        (folder / f"pad{n}").mkdir()
+        for i in range(count):
+            picked = torch.randint(len(pen["labels"]), (n,), generator=gen).tolist()
+            (folder / f"pad{n}" / f"{i}.png").write_bytes(number_picture(pen, picked, "pad", gen, width=1120))
+    return {kind: sorted(map(str, (folder / kind).iterdir())) for kind in ("canvas", "photo", "pad1", "pad5")}
 
 
 def main():
@@ -141,13 +150,13 @@ def main():
                 print(f"run {i + 1}/{args.pairs} {name:22s} process {end - start:5.1f} s  train "
                       f"{m['train_seconds']:5.1f} s  accuracy {m['test_accuracy']:.2f}%" +
                       (f"  peak {rss:,.0f} MB" if rss else ""), flush=True)
-            for kind, paths in (("one", pictures["canvas"][:1]), ("canvas", pictures["canvas"]),
-                                ("photo", pictures["photo"])):
+            for kind, paths in (("one", pictures["canvas"][:1]), *pictures.items()):
                 start, end, _ = measure([sys.executable, str(HERE / "mnist.py"), "predict", *paths, "--weights",
                                          str(weights), "--device", args.device])
                 predicts[kind].append(end - start)
             print(f"run {i + 1}/{args.pairs} predict: one picture {predicts['one'][-1]:.2f} s, 100 canvases "
-                  f"{predicts['canvas'][-1]:.2f} s, 100 photos {predicts['photo'][-1]:.2f} s", flush=True)
+                  f"{predicts['canvas'][-1]:.2f} s, 100 photos {predicts['photo'][-1]:.2f} s, 100 pads of one digit "
+                  f"{predicts['pad1'][-1]:.2f} s, of five {predicts['pad5'][-1]:.2f} s", flush=True)
 
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
     print(f"\nmedians over {args.pairs} runs of each on {args.device} (run i trains each with seed i):")
@@ -162,10 +171,12 @@ def main():
           (f"; peak memory ratio {new['rss'] / old['rss']:.2f}" if new["rss"] else ""))
     print(f"  the pen digits' cost, python mnist.py over --mnist-only: training {new['train'] / alone['train']:.2f}x, "
           f"whole process {new['process'] / alone['process']:.2f}x")
-    one, canvas, photo = (statistics.median(predicts[k]) for k in ("one", "canvas", "photo"))
-    per_canvas, per_photo = (canvas - one) / 99, (photo - one) / 99
+    one, canvas, photo, pad1, pad5 = (statistics.median(predicts[k]) for k in ("one", "canvas", "photo", "pad1", "pad5"))
+    per_canvas, per_photo, per_pad1, per_pad5 = ((t - one) / 99 for t in (canvas, photo, pad1, pad5))
     print(f"  python mnist.py predict: one picture {one:.2f} s in all; each further transparent canvas "
-          f"{1000 * per_canvas:.1f} ms, each opaque photo {1000 * per_photo:.1f} ms ({per_photo / per_canvas:.2f}x)")
+          f"{1000 * per_canvas:.1f} ms, each opaque photo {1000 * per_photo:.1f} ms ({per_photo / per_canvas:.2f}x); "
+          f"each page's pad with one digit {1000 * per_pad1:.1f} ms, with five {1000 * per_pad5:.1f} ms "
+          f"({per_pad5 / per_pad1:.2f}x)")
     print("where the whole python mnist.py goes, medians in seconds:")
     print("  " + ", ".join(f"{k} {statistics.median(s[k] for s in steps):.2f}" for k in steps[0]))
 

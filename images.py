@@ -3,6 +3,8 @@
 This module knows images, ink and MNIST's framing; nothing of models, HTTP or the command line.
 
     prepare_image(path or file)   -> uint8 1×28×28: a picture of one digit, framed as MNIST's were
+    read_digits(path or file)     -> [(uint8 1×28×28, box)]: each digit of a number, left to right, framed
+                                     as prepare_image frames one; box (x0, y0, x1, y1) in the picture's pixels
     draw_strokes(segments, ...)   -> uint8 N×1×28×28: pen strokes, as the page's canvas and prepare_image make them
 
 MNIST's framing (LeCun et al.): the digit's bounding box scaled so that its longer side is 20 pixels, then
@@ -13,9 +15,11 @@ import os
 import stat
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 BOX = 20             # MNIST's digits: the longer side of the ink's bounding box, in pixels
 SIZE = 28            # ... placed in 28×28 by their centre of mass
@@ -26,7 +30,9 @@ TRANSPARENT = 32     # alpha below this is the ground; an image at least half of
                      # drawing on it: a canvas's strokes rarely cover a third of it, a screenshot's rounded
                      # corners or border a tenth (a 3-pixel border, 38% of a 28-pixel picture)
 WORK_SIZE = 256      # an image is reduced to at most this many pixels a side before the ink is looked for:
-                     # 256 leaves a stroke of a 28×28 digit's width 9 pixels or more
+                     # 256 leaves a stroke of a 28×28 digit's width 9 pixels or more. A row of digits, over
+                     # twice as wide as tall, keeps its shorter side at 128 up to 4×256 on its longer
+ROW_SIZE = 4 * WORK_SIZE
 
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # plain rasters: no PostScript (Pillow would run
@@ -55,11 +61,18 @@ class Blank(ImageError):
 # ---------------------------------------------------------------- reading a picture
 
 
+def work_size(width, height):
+    """The longer side an image of width×height is reduced to: WORK_SIZE, or, for a row of digits over twice
+    as long as it is high, enough to keep its shorter side at WORK_SIZE / 2, up to ROW_SIZE."""
+    return round(min(ROW_SIZE, max(WORK_SIZE, WORK_SIZE / 2 * max(width, height) / max(1, min(width, height)))))
+
+
 def open_image(source):
-    """Opens a path or binary file as an upright PIL image of mode L or RGBA, at most WORK_SIZE pixels a
-    side; the first frame of an animation. A JPEG is decoded at 1/2 to 1/8 scale when that is enough
-    (Pillow's draft), so a 12-megapixel photo costs about what a small one does. Every other image is
-    reduced as it is decoded, before any copy of it is made: a decode holds about one image's pixels."""
+    """Opens a path or binary file as (an upright PIL image of mode L or RGBA, at most work_size pixels a
+    side, the picture's pixels per pixel of it); the first frame of an animation. A JPEG is decoded at 1/2
+    to 1/8 scale when that is enough (Pillow's draft), so a 12-megapixel photo costs about what a small one
+    does. Every other image is reduced as it is decoded, before any copy of it is made: a decode holds about
+    one image's pixels."""
     if isinstance(source, (str, os.PathLike)):
         try:
             info = os.stat(source)
@@ -75,21 +88,23 @@ def open_image(source):
             raise ImageError("empty file")
     try:
         with Image.open(source, formats=FORMATS) as img:
-            img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
+            full, side = max(img.size), work_size(*img.size)
+            img.draft(img.mode, (side, side))
             if img.width * img.height > Image.MAX_IMAGE_PIXELS:
                 raise TooLarge(f"image too large: {img.width}×{img.height} pixels, over {Image.MAX_IMAGE_PIXELS:,}")
             if img.mode in ("1", "P"):  # a palette's colours are resized, not its indices
                 img = img.convert("RGBA" if "transparency" in img.info else "L")
-            img.thumbnail((WORK_SIZE, WORK_SIZE), reducing_gap=None if img.mode.startswith("I;16") else 2.0)  # (its
+            img.thumbnail((side, side), reducing_gap=None if img.mode.startswith("I;16") else 2.0)  # (its
             # reduce() takes no 16-bit images)
             img = ImageOps.exif_transpose(img)  # a portrait photo arrives upright
+        scale = full / max(img.size)
         if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float greys: to 8 bits
             img = img.convert("F")
             top = img.getextrema()[1]
-            return img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L")
+            return img.point(lambda v: v * 255 / (65535 if top > 255 else 255 if top > 1 else 1)).convert("L"), scale
         if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            return img.convert("RGBA")
-        return img if img.mode == "L" else img.convert("RGB").convert("L")
+            return img.convert("RGBA"), scale
+        return img if img.mode == "L" else img.convert("RGB").convert("L"), scale
     except ImageError:
         raise
     except FileNotFoundError:
@@ -158,7 +173,8 @@ def find_ink_on_paper(x):
     # light ink on a dark ground when the lightest pixels stand out further from their surroundings (the
     # median of the half of the image around them, on a 32-pixel copy) than the darkest do
     h, w = x.shape
-    small = F.adaptive_avg_pool2d(x[None, None], (max(1, 32 * h // max(h, w)), max(1, 32 * w // max(h, w))))
+    across = max(h, w) * WORK_SIZE / work_size(w, h)  # a row of digits: as across one square of it
+    small = F.adaptive_avg_pool2d(x[None, None], (max(1, int(32 * h / across)), max(1, int(32 * w / across))))
     around = F.unfold(F.pad(small, (8,) * 4, mode="replicate"), 17).median(1).values.view_as(small)
     low, high = torch.quantile((small - around).flatten(), torch.tensor([0.01, 0.99]))
     if high > -low:
@@ -170,7 +186,7 @@ def find_ink_on_paper(x):
 
     # the paper's level is read over a window a few strokes wide: wider would fill in the paper between
     # strokes where the light changes fast, narrower would leave the middle of thick strokes out
-    size = max(x.shape) // 4
+    size = int(across) // 4
     y = ink(size)
 
     strokes = spread(spread((y > 0.5 * y.max()).float(), torch.minimum), torch.maximum)  # no specks
@@ -218,10 +234,120 @@ def frame(ink):
 def prepare_image(source):
     """Turns a photo, scan or drawing of one digit (a path or a binary file) into a uint8 1×28×28 tensor
     made the way MNIST was: the ink found (find_ink), then framed (frame)."""
-    x = find_ink(open_image(source))
+    x = find_ink(open_image(source)[0])
     if x.max() < BLANK:
         raise Blank("blank image: no ink found")
     return frame(x)
+
+
+# ---------------------------------------------------------------- the digits of a number
+
+
+MAX_DIGITS = 12      # a picture with more digits than this is refused: a number, not a page of text
+SPECK = 0.02         # a mark (connected ink) with less ink than this share of the largest is a speck
+TALL = 0.5           # a mark at least this share of the tallest mark's height is a digit or its main part
+SAME_DIGIT = 0.5     # two such marks are one digit when the narrower has this share of its width under the other
+REACH = 0.2          # a smaller mark (a 5's or 7's bar, a dot of a broken stroke) joins the digit it is under,
+                     # or the nearest within this share of the tallest mark's height; farther, it is a speck
+TOUCHING = 1.4       # in a number, a digit wider than this many times the tallest mark is digits that touch
+                     # (99% of the pen digits are under 1.31 times their own height): it is cut where the least
+                     # ink is, about every WIDTH times that height (the pen digits' median width, 0.64 of their
+WIDTH = 0.6          # height). A picture of one mark is one digit, however wide: as a one-digit picture was read
+
+
+class TooManyDigits(ImageError):
+    """More than MAX_DIGITS digits, or more marks than a number has."""
+
+
+def find_digits(ink):
+    """The digits of a row of handwriting in ink H×W, left to right: a list of (mask H×W, box (x0, y0, x1,
+    y1) in its pixels, x1 and y1 past the last), each mask the pixels of one digit's marks and about them.
+
+    The marks are the 8-connected pixels of at least CROP of the most ink (what frame crops to). Specks
+    (SPECK) are dropped. The tall marks (TALL) are the digits, a pair of them one digit when they stand over
+    each other (SAME_DIGIT: a 4 written in two strokes); each smaller mark joins the digit it is under or
+    the nearest within REACH, and is dropped farther away. In a number, a digit too wide for one (TOUCHING)
+    is cut."""
+    mask = (ink > CROP * ink.max()).numpy()
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    mass = np.bincount(labels.ravel(), weights=ink.numpy().ravel(), minlength=n + 1)[1:]
+    keep = np.flatnonzero(mass >= SPECK * mass.max())
+    if len(keep) > 8 * MAX_DIGITS:
+        raise TooManyDigits(f"{len(keep)} separate marks: not a number of at most {MAX_DIGITS} digits")
+    slices = ndimage.find_objects(labels)
+    box = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in (slices[i] for i in keep)])
+    height, width = box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]
+    tall = height >= TALL * height.max()
+
+    digits = []  # [x0, x1, marks]: the tall marks, left to right, merged where they stand over each other
+    for i in sorted(np.flatnonzero(tall), key=lambda i: box[i, 0]):
+        if digits:
+            x0, x1, marks = digits[-1]
+            under = min(x1, box[i, 2]) - max(x0, box[i, 0])
+            if under >= SAME_DIGIT * min(x1 - x0, width[i]):
+                digits[-1] = [x0, max(x1, box[i, 2]), marks + [i]]
+                continue
+        digits.append([box[i, 0], box[i, 2], [i]])
+    reach = REACH * height.max()
+    for i in np.flatnonzero(~tall):
+        gaps = [max(x0, box[i, 0]) - min(x1, box[i, 2]) for x0, x1, _ in digits]  # < 0: under it
+        nearest = int(np.argmin(gaps))
+        if gaps[nearest] <= reach:
+            digits[nearest][2].append(i)
+    found = []
+    for _, _, marks in digits:
+        own = np.isin(labels, keep[marks] + 1)
+        b = box[marks]
+        b = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+        found += split_touching(own, ink, b, height.max()) if len(digits) > 1 else [(own, b)]
+    if len(found) > MAX_DIGITS:
+        raise TooManyDigits(f"{len(found)} digits: at most {MAX_DIGITS} are read")
+    return found
+
+
+def split_touching(own, ink, box, tall):
+    """One digit's marks (own, H×W bool, within box) as [(mask, box)]; cut in several where it is too wide
+    for one (TOUCHING × tall, the tallest mark's height), at the column of least ink near each WIDTH × tall."""
+    x0, y0, x1, y1 = box
+    if x1 - x0 <= TOUCHING * tall:
+        return [(own, box)]
+    column = (ink[y0:y1, x0:x1] * torch.from_numpy(own[y0:y1, x0:x1])).sum(0)
+    n = max(2, round((x1 - x0) / (WIDTH * tall)))
+    cuts = [x0]
+    for k in range(1, n):
+        lo, hi = round((x1 - x0) * (k - 0.5) / n), round((x1 - x0) * (k + 0.5) / n)
+        cuts.append(x0 + lo + int(column[lo:hi].argmin()))
+    out = []
+    for a, b in zip(cuts, cuts[1:] + [x1]):
+        part = np.zeros_like(own)
+        part[:, a:b] = own[:, a:b]
+        rows = np.flatnonzero(part.any(1))
+        if len(rows):
+            out.append((part, (a, int(rows[0]), b, int(rows[-1]) + 1)))
+    return out
+
+
+def read_digits(source):
+    """The digits of a number in a picture (a path or a binary file), left to right: a list of (uint8
+    1×28×28, box (x0, y0, x1, y1) in the picture's pixels). A picture of one digit gives what prepare_image
+    gives; each digit of several is framed alone: its marks, and the faint edges of their strokes."""
+    img, scale = open_image(source)
+    x = find_ink(img)
+    if x.max() < BLANK:
+        raise Blank("blank image: no ink found")
+    found = find_digits(x)
+
+    def in_picture(box):
+        return [round(float(v) * scale) for v in box]
+
+    if len(found) == 1:
+        return [(frame(x), in_picture(found[0][1]))]
+    out = []
+    for own, (x0, y0, x1, y1) in found:  # each digit's marks, and the faint edges under CROP two pixels about them
+        about = np.s_[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2]
+        near = ndimage.binary_dilation(own[about], np.ones((5, 5), dtype=bool))
+        out.append((frame(x[about] * torch.from_numpy(near)), in_picture((x0, y0, x1, y1))))
+    return out
 
 
 # ---------------------------------------------------------------- drawing pen strokes

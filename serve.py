@@ -1,4 +1,4 @@
-"""`python mnist.py serve`: a page to draw a digit on, and POST /predict, on the standard library's
+"""`python mnist.py serve`: a page to write a number on, and POST /predict, on the standard library's
 threaded HTTP server. It uses mnist.py (the weights, the model's outputs) and images.py (the picture).
 
 What it holds against (each limit below is also in `serve --help` and the README):
@@ -28,6 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 import images
@@ -42,7 +43,8 @@ CLIENTS = 64              # connections served at once; one more is answered 503
 DECODES = 2               # pictures decoded at once: peak memory stays near 1.5 GB whatever arrives
 WAIT_SECONDS = 5          # how long a request waits for a decode before it is answered 503
 DISCARD = 64 * 2**20      # bytes of an oversized body read and dropped so that the client gets its 413
-STATUS = {images.NotAnImage: 415, images.TooLarge: 413, images.Blank: 422}  # other images.ImageError: 400
+STATUS = {images.NotAnImage: 415, images.TooLarge: 413, images.Blank: 422,  # other images.ImageError: 400
+          images.TooManyDigits: 422}
 HEADERS = {  # on every answer
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -113,7 +115,7 @@ def host_check(host):
 
 
 def main(argv):
-    p = mnist.make_parser("serve", "Serve a page where you draw a digit and see what the model reads, and "
+    p = mnist.make_parser("serve", "Serve a page where you write a number and see what the model reads, and "
                           "POST /predict.")
     p.epilog = (f"Limits: a request must arrive whole within {REQUEST_SECONDS} s (else 408); bodies of at most "
                 f"{MAX_BODY:,} bytes (413) in PNG, JPEG, GIF, BMP, TIFF or WebP (415), of at most "
@@ -137,15 +139,20 @@ def main(argv):
         if not decodes.acquire(timeout=WAIT_SECONDS):
             return 503, {"error": "busy: too many pictures at once; try again in a moment"}
         try:
-            x = images.prepare_image(io.BytesIO(body))
+            found = images.read_digits(io.BytesIO(body))
         except images.ImageError as e:
             return STATUS.get(type(e), 400), {"error": str(e)}
         finally:
             decodes.release()
+        x = torch.stack([x for x, _ in found])
         with lock:
-            prob = mnist.logits_over_views(model, x[None].to(device)).softmax(1)[0].cpu()
-        return 200, {"digit": prob.argmax().item(), "probability": prob.max().item(), "probabilities": prob.tolist(),
-                     "input": png_data_url(x)}
+            probs = mnist.logits_over_views(model, x.to(device)).softmax(1).cpu()
+        digits = [{"digit": p.argmax().item(), "probability": p.max().item(), "probabilities": p.tolist(), "box": box,
+                   "input": png_data_url(image)} for (image, box), p in zip(found, probs)]
+        answer = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits}
+        if len(digits) == 1:  # as before numbers were read
+            answer.update({k: digits[0][k] for k in ("digit", "probability", "probabilities", "input")})
+        return 200, answer
 
     class Handler(BaseHTTPRequestHandler):
         def setup(self):
@@ -289,7 +296,7 @@ def main(argv):
                               f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"mnist.py serve: draw a digit at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
+    print(f"mnist.py serve: write a number at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

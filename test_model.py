@@ -299,7 +299,7 @@ def test_a_commands_errors_and_usage_name_it(command, capsys):
         mnist.main([command, "--help"])
     out = capsys.readouterr().out
     assert out.startswith(f"usage: mnist.py {command} ")
-    assert command != "predict" or re.search(r"IMAGE +a picture of one digit", out)
+    assert command != "predict" or re.search(r"IMAGE +a picture of a digit or a number", out)
 
 
 def test_cuda_without_cuda_is_refused(monkeypatch, capsys):

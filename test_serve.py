@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tools.browser import STROKES, browser, draw, start
+from tools.browser import STROKES, browser, start, write
 from tools.samples import ink, jpeg, photo, png, transparent
 
 HERE = Path(__file__).parent
@@ -95,7 +95,7 @@ def digits(data, first, count, gen):
 def test_the_page_is_served(server):
     status, page, head = request(server)
     assert status == 200 and head["Content-Type"].startswith("text/html")
-    assert all(f'id="{name}"' in page for name in ("pad", "clear", "digit", "bars", "seen"))
+    assert all(f'id="{name}"' in page for name in ("pad", "undo", "clear", "number", "digits"))
     assert "http://" not in page and "https://" not in page  # works offline: nothing fetched from elsewhere
 
 
@@ -105,7 +105,10 @@ def test_predict_reads_drawings_and_photos(server, data):
     assert all(status == 200 for status, _, _ in answers)
     assert sum(a["digit"] == label for (_, a, _), (_, label) in zip(answers, images)) >= 0.95 * len(images)
     a = answers[0][1]
-    assert set(a) == {"digit", "probability", "probabilities", "input"}
+    assert set(a) == {"number", "digits", "digit", "probability", "probabilities", "input"}  # one digit: as before,
+    assert a["number"] == str(a["digit"]) and len(a["digits"]) == 1                          # and as a number
+    assert a["digits"][0] == {k: a[k] for k in ("digit", "probability", "probabilities", "input")} | {
+        "box": a["digits"][0]["box"]}
     assert len(a["probabilities"]) == 10 and math.isclose(sum(a["probabilities"]), 1, rel_tol=1e-4)
     assert a["probability"] == max(a["probabilities"]) and a["digit"] == a["probabilities"].index(a["probability"])
     assert a["input"].startswith("data:image/png;base64,")
@@ -305,21 +308,30 @@ def other_site(html):
     return f"http://127.0.0.1:{site.server_address[1]}/"
 
 
-def test_digits_drawn_with_the_mouse_in_a_browser_read_right(server, tmp_path):
+def test_numbers_written_with_the_mouse_in_a_browser_read_right(server, tmp_path):
     driver, why = browser()
     if driver is None:
         if os.environ.get("MNIST_REQUIRE_BROWSER") == "1":
             pytest.fail(f"MNIST_REQUIRE_BROWSER=1 but {why}")
         pytest.skip(why)
     try:
-        driver.get(server)
-        read = {d: draw(driver, d) for d in STROKES}
-        driver.save_screenshot(str(tmp_path / "page.png"))
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
-        bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
-        seen = driver.find_element(By.ID, "seen").get_attribute("src")
+        driver.get(server)
+        read = {str(d): write(driver, str(d)) for d in STROKES}
+        numbers = {n: write(driver, n) for n in ("42", "2026", "13579", "8640")}
+        cards = driver.find_elements(By.CSS_SELECTOR, "#digits .digit")
+        shown = [card.find_element(By.TAG_NAME, "b").text for card in cards]
+        seen = [card.find_element(By.TAG_NAME, "img").get_attribute("src") for card in cards]
+        bars = [len(card.find_elements(By.CSS_SELECTOR, ".bars span")) for card in cards]
+        pad, left = driver.find_element(By.ID, "pad").rect, [card.rect["x"] + card.rect["width"] / 2 for card in cards]
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        driver.find_element(By.ID, "undo").click()  # the 0's one stroke taken back: 864
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle")
+        undone = driver.find_element(By.ID, "number").text
+        driver.find_element(By.ID, "clear").click()
+        cleared = driver.find_element(By.ID, "number").text, driver.find_elements(By.CSS_SELECTOR, "#digits .digit")
         # another site's page (another port) that frames this one: the browser shows it nothing
         driver.get(other_site(f"<iframe id=other src='{server}' width=600 height=600></iframe>"))
         driver.switch_to.frame("other")
@@ -328,6 +340,10 @@ def test_digits_drawn_with_the_mouse_in_a_browser_read_right(server, tmp_path):
         framed = driver.find_elements(By.ID, "pad")
     finally:
         driver.quit()
-    assert read == {d: str(d) for d in STROKES}
-    assert len(bars) == 10 and seen.startswith("data:image/png;base64,")
+    assert read == {str(d): str(d) for d in STROKES}
+    assert numbers == {n: n for n in numbers}
+    assert shown == list("8640") and bars == [10] * 4 and all(s.startswith("data:image/png;base64,") for s in seen)
+    # each digit's answer under where it was written: the k-th digit's middle at about (0.5 + 0.75 k) pad heights
+    assert all(abs(x - pad["x"] - (0.5 + 0.75 * k) * pad["height"]) < 0.25 * pad["height"] for k, x in enumerate(left))
+    assert undone == "864" and cleared == ("?", [])
     assert framed == []

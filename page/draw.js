@@ -1,18 +1,12 @@
 "use strict";
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
-const digit = document.getElementById("digit");
-const probability = document.getElementById("probability");
+const number = document.getElementById("number");
+const digits = document.getElementById("digits");
 const statusLine = document.getElementById("status");
-const seen = document.getElementById("seen");
-const bars = [];
-for (let d = 0; d < 10; d++) {
-  const li = document.createElement("li");
-  li.innerHTML = `<span>${d}</span><div class="bar"><span></span></div><span class="pct"></span>`;
-  document.getElementById("bars").append(li);
-  bars.push(li);
-}
-let pen = null;      // the pointer drawing now, and where it was
+const HINT = "Write a digit, or a number with a little room between its digits.";
+let strokes = [];    // every stroke on the pad, as canvas points, for Undo
+let pen = null;      // the pointer drawing now
 let asked = 0;       // the latest request: answers to earlier ones are dropped
 document.body.dataset.state = "idle";
 
@@ -31,19 +25,25 @@ function line(from, to) {
   ctx.stroke();
 }
 
+function redraw() {
+  ctx.clearRect(0, 0, pad.width, pad.height);
+  for (const stroke of strokes) stroke.forEach((p, i) => line(stroke[Math.max(0, i - 1)], p));
+}
+
 pad.addEventListener("pointerdown", (e) => {
   e.preventDefault();
   pad.setPointerCapture(e.pointerId);
-  pen = { id: e.pointerId, last: at(e) };
-  line(pen.last, pen.last);
+  pen = { id: e.pointerId, stroke: [at(e)] };
+  strokes.push(pen.stroke);
+  line(pen.stroke[0], pen.stroke[0]);
 });
 
 pad.addEventListener("pointermove", (e) => {
   if (!pen || e.pointerId !== pen.id) return;
   for (const c of e.getCoalescedEvents ? e.getCoalescedEvents() : [e]) {
     const p = at(c);
-    line(pen.last, p);
-    pen.last = p;
+    line(pen.stroke[pen.stroke.length - 1], p);
+    pen.stroke.push(p);
   }
 });
 
@@ -57,6 +57,7 @@ pad.addEventListener("pointercancel", lift);
 
 async function ask() {
   const id = ++asked;
+  if (!strokes.length) return show({});
   document.body.dataset.state = "busy";
   let answer;
   try {
@@ -68,28 +69,50 @@ async function ask() {
   }
   if (id !== asked) return;
   show(answer);
-  document.body.dataset.state = "idle";
+}
+
+function card(d) {
+  // one digit's answer, under the middle of where it was written: the digit, how sure, its ten
+  // probabilities as bars, and the 28×28 image the model saw
+  const el = document.createElement("figure");
+  el.className = "digit";
+  el.style.left = `${100 * (d.box[0] + d.box[2]) / 2 / pad.width}%`;
+  const b = document.createElement("b");
+  b.textContent = d.digit;
+  const small = document.createElement("small");
+  small.textContent = `${(100 * d.probability).toFixed(1)}%`;
+  const bars = document.createElement("div");
+  bars.className = "bars";
+  d.probabilities.forEach((p, k) => {
+    const bar = document.createElement("span");
+    bar.style.height = `${100 * p}%`;
+    bar.title = `${k}: ${(100 * p).toFixed(1)}%`;
+    bar.classList.toggle("top", k === d.digit);
+    bars.append(bar);
+  });
+  const img = document.createElement("img");
+  img.alt = `the 28×28 image the model saw, read as ${d.digit}`;
+  img.src = d.input;
+  el.append(b, small, bars, img);
+  return el;
 }
 
 function show(answer) {
-  const probs = answer.probabilities || [];
-  const read = "digit" in answer;
-  digit.textContent = read ? answer.digit : "?";
-  probability.textContent = read ? `${(100 * answer.probability).toFixed(1)}%` : "";
-  statusLine.textContent = answer.error || "Lift the pen to ask again; Clear to start over.";
-  seen.src = answer.input || "data:,";
-  bars.forEach((li, d) => {
-    const p = probs[d] || 0;
-    li.querySelector(".bar span").style.width = `${100 * p}%`;
-    li.querySelector(".pct").textContent = probs.length ? `${(100 * p).toFixed(1)}%` : "";
-    li.classList.toggle("top", read && d === answer.digit);
-  });
+  number.textContent = answer.number ?? "?";
+  digits.replaceChildren(...(answer.digits || []).map(card));
+  statusLine.textContent = answer.error || (strokes.length ? "Lift the pen to ask again; Undo or Clear to change it." : HINT);
+  document.body.dataset.state = "idle";
 }
 
+document.getElementById("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  ask();
+});
+
 document.getElementById("clear").addEventListener("click", () => {
-  ctx.clearRect(0, 0, pad.width, pad.height);
+  strokes = [];
+  redraw();
   asked++;
   show({});
-  statusLine.textContent = "Draw one digit, 0 to 9, filling most of the square.";
-  document.body.dataset.state = "idle";
 });

@@ -1,5 +1,5 @@
 """The serve page as a person uses it, for the tests and the tools: mnist.py serve started on a free port,
-headless Chromium (or Chrome) driven by Selenium, digits drawn on the page with the mouse."""
+headless Chromium (or Chrome) driven by Selenium, numbers written on the page with the mouse."""
 
 import itertools
 import math
@@ -17,7 +17,7 @@ def start(*args):
     """Starts mnist.py serve on a free port; returns (process, base URL), or (process, None) if it exited."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "mnist.py"), "serve", "--device", "cpu", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # "mnist.py serve: draw a digit at http://127.0.0.1:PORT/ (Ctrl-C stops)"
+    line = proc.stdout.readline()  # "mnist.py serve: write a number at http://127.0.0.1:PORT/ (Ctrl-C stops)"
     if not line:
         return proc, None
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # the request log, drained
@@ -70,22 +70,26 @@ def browser():
         return None, f"{driver} did not start a browser: {e.msg}"
 
 
-def draw(driver, digit):
-    """Clears the pad, draws digit with the mouse as a person would (press, moves, release for every
-    stroke) and returns what #digit then says."""
+def write(driver, number):
+    """Clears the pad, writes number (a string of digits) with the mouse as a person would (press, moves,
+    release for every stroke), each digit in a square the pad's height, three quarters of it apart, and
+    returns what the page then says it read."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.find_element(By.ID, "clear").click()
     pad = driver.find_element(By.ID, "pad")
-    size = pad.size["width"]
-    for stroke in STROKES[digit]:
-        points = [(round((x - 0.5) * size), round((y - 0.5) * size)) for x, y in stroke]
-        moves = ActionChains(driver, duration=20).move_to_element_with_offset(pad, *points[0]).click_and_hold()
-        for a, b in itertools.pairwise(points):
-            for t in (0.25, 0.5, 0.75, 1):  # several small moves along each line, as a hand makes them
-                moves.move_to_element_with_offset(pad, round(a[0] + t * (b[0] - a[0])), round(a[1] + t * (b[1] - a[1])))
-        moves.release().perform()
+    width, height = pad.size["width"], pad.size["height"]
+    for i, digit in enumerate(number):
+        left = 0.75 * height * i
+        for stroke in STROKES[int(digit)]:
+            points = [(round(left + x * height - width / 2), round((y - 0.5) * height)) for x, y in stroke]
+            moves = ActionChains(driver, duration=20).move_to_element_with_offset(pad, *points[0]).click_and_hold()
+            for a, b in itertools.pairwise(points):
+                for t in (0.25, 0.5, 0.75, 1):  # several small moves along each line, as a hand makes them
+                    moves.move_to_element_with_offset(pad, round(a[0] + t * (b[0] - a[0])),
+                                                      round(a[1] + t * (b[1] - a[1])))
+            moves.release().perform()
     WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle")
-    return driver.find_element(By.ID, "digit").text
+    return driver.find_element(By.ID, "number").text

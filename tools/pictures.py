@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mnist
-from tools.browser import browser, draw, start
+from tools.browser import browser, start, write
 from tools.samples import ink, jpeg, photo, sideways
 
 
@@ -73,16 +73,16 @@ def photo_picture(images, weights, path):
 
 
 def serve_picture(weights, path):
-    """The page of mnist.py serve after a 3 is drawn on it with the mouse."""
+    """The page of mnist.py serve after 2026 is written on it with the mouse."""
     proc, url = start("--weights", str(weights), "--port", "0")
     driver, why = browser()
     if driver is None:
         proc.kill()
         sys.exit(f"pictures.py: error: {why}")
     try:
-        driver.set_window_size(760, 700)
+        driver.set_window_size(1000, 640)
         driver.get(url)
-        draw(driver, 3)
+        write(driver, "2026")
         driver.save_screenshot(str(path))
     finally:
         driver.quit()

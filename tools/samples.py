@@ -68,14 +68,16 @@ def sideways(amount, gen):
     return jpeg(photo(amount, gen).transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())
 
 
-def canvas(strokes, pen=20, size=280, ground=None):
+def canvas(strokes, pen=20, size=280, ground=None, encode=png):
     """strokes (lists of (x, y) canvas pixels) drawn as the serve page draws them: black round-capped
-    lines pen pixels wide on a size×size canvas, antialiased (drawn four times larger, then reduced). On a
-    transparent canvas as the page's, or on an opaque ground of that grey (255: black on white). PNG bytes."""
+    lines pen pixels wide on a size×size canvas (or width×height, for a size of two), antialiased (drawn four
+    times larger, then reduced). On a transparent canvas as the page's, or on an opaque ground of that grey
+    (255: black on white). PNG bytes, or what encode makes of the image."""
     from PIL import ImageDraw
 
     k = 4
-    mask = Image.new("L", (k * size, k * size), 0)
+    width, height = (size, size) if isinstance(size, int) else size
+    mask = Image.new("L", (k * width, k * height), 0)
     draw = ImageDraw.Draw(mask)
     r = k * pen / 2
     for stroke in strokes:
@@ -86,11 +88,11 @@ def canvas(strokes, pen=20, size=280, ground=None):
             draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
     mask = mask.reduce(k)
     if ground is None:
-        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        img = Image.new("RGBA", mask.size, (0, 0, 0, 0))
         img.putalpha(mask)
     else:
         img = Image.composite(Image.new("L", mask.size, 0), Image.new("L", mask.size, ground), mask)
-    return png(img)
+    return encode(img)
 
 
 def fit(strokes, extent, left, top):
