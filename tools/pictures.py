@@ -80,7 +80,7 @@ def serve_picture(weights, path):
         proc.kill()
         sys.exit(f"pictures.py: error: {why}")
     try:
-        driver.set_window_size(1000, 640)
+        driver.set_window_size(1000, 720)
         driver.get(url)
         write(driver, "2026")
         driver.save_screenshot(str(path))
