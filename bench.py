@@ -130,7 +130,8 @@ def main():
     if not hasattr(os, "wait4"):
         print("bench.py: peak memory is not measured on Windows, which has no os.wait4; times are.")
     programs = ("earlier recipe", "mnist.py --mnist-only", "mnist.py")
-    results, steps, predicts = {name: [] for name in programs}, [], {"one": [], "canvas": [], "photo": []}
+    results, steps = {name: [] for name in programs}, []
+    predicts = {k: [] for k in ("one", "canvas", "photo", "pad1", "pad5")}
     with tempfile.TemporaryDirectory() as tmp:
         metrics, weights = Path(tmp) / "metrics.json", Path(tmp) / "w.pt"
         pictures = write_pictures(args.data_dir, Path(tmp), 100)

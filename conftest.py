@@ -54,5 +54,5 @@ def trained(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="session")
 def trained_val(tmp_path_factory, data_dir):
-    """python mnist.py --val: trained without MNIST's last 10,000 and the pen writers of mnist.PEN_VAL_WRITERS."""
-    return train_once(tmp_path_factory, data_dir, "--val")
+    """python mnist.py --val --fold 3: trained without MNIST's last 10,000 and pen writers 21-30."""
+    return train_once(tmp_path_factory, data_dir, "--val", "--fold", "3")

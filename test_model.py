@@ -239,13 +239,38 @@ def test_val_split_holds_out_the_last_10k_and_ten_pen_writers(data, monkeypatch)
     monkeypatch.setattr(mnist, "evaluate", fake_evaluate)
     monkeypatch.setattr(mnist, "evaluate_pen", fake_evaluate_pen)
     pen = datafiles.load_pendigits()
-    _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, device="cpu"), {**data, "pen": pen})
+    for fold, held in ((1, range(1, 11)), (2, range(11, 21)), (3, range(21, 31))):
+        _, metrics = mnist.train_and_evaluate(mnist.Config(val=True, fold=fold, device="cpu"), {**data, "pen": pen})
+        assert sorted(set(seen["pen"]["writers"].tolist())) == sorted(set(range(1, 31)) - set(held))
+        assert sorted(set(seen["pen scored"]["writers"].tolist())) == list(held)
     images = data["train"][0]
     assert torch.equal(seen["train"], images[:50_000]) and torch.equal(seen["scored"], images[50_000:])
-    assert sorted(set(seen["pen"]["writers"].tolist())) == list(range(1, 21))
-    assert sorted(set(seen["pen scored"]["writers"].tolist())) == list(range(21, 31))
     assert len(seen["pen"]["labels"]) + len(seen["pen scored"]["labels"]) == len(pen["labels"])
     assert "val_accuracy" in metrics and "pen_val_accuracy" in metrics and "test_accuracy" not in metrics
+
+
+def test_val_trains_each_fold_of_writers_in_turn(data_dir, monkeypatch, tmp_path, capsys):
+    """--val --runs 2: seeds 0 and 1, each with writers 1-10, 11-20 and 21-30 held out; the figures are over
+    all six runs, and each fold's mean is printed. (Training stands in: the plan and the summary are checked.)"""
+    plan = []
+
+    def fake(cfg, data, progress=False):
+        plan.append((cfg.seed, cfg.fold))
+        per_digit = [90.0 + cfg.fold] * 10
+        return mnist.build_model("cnn24k"), {"params": 1, "seed": cfg.seed, "fold": cfg.fold, "train_seconds": 1.0,
+                                             "val_accuracy": 99.0 + cfg.seed / 10, "pen_val_accuracy": 90.0 + cfg.fold,
+                                             "pen_val_per_digit": per_digit}
+
+    monkeypatch.setattr(mnist, "train_and_evaluate", fake)
+    monkeypatch.setattr("torchsummary.summary", lambda *a, **k: None)
+    assert mnist.main(["--val", "--runs", "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "w.pt")]) == 0
+    out = capsys.readouterr().out
+    assert plan == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert "pen val accuracy over 6 runs: mean 92.00%" in out and "val accuracy over 6 runs: mean 99.05%" in out
+    assert "per fold: writers 1-10: 91.00%  writers 11-20: 92.00%  writers 21-30: 93.00%" in out
+    plan.clear()
+    assert mnist.main(["--val", "--fold", "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "w.pt")]) == 0
+    assert plan == [(0, 2)]
 
 
 def test_one_cycle_rises_over_the_warmup_then_falls_to_zero():
@@ -281,7 +306,8 @@ def test_muon_step_moves_each_filter_bank_by_its_orthogonalised_nesterov_momentu
 
 @pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--lr", "-1"], ["--epochs", "0"], ["--device", "tpu"],
                                    ["--runs", "two"], ["--out", "/no/such/folder/w.pt"], ["--no-such-flag"],
-                                   ["--epoch", "2"], ["--label-smoothing", "1"], ["--model", "resnet"]])
+                                   ["--epoch", "2"], ["--label-smoothing", "1"], ["--model", "resnet"],
+                                   ["--fold", "2"], ["--val", "--fold", "4"], ["--pen-draws", "0"]])
 def test_invalid_flags_are_refused_in_one_line(flags, capsys):
     with pytest.raises(SystemExit) as e:
         mnist.main(flags)

@@ -2,7 +2,7 @@
 wide pads, read as `predict` reads them (images.read_digits), or posted to `serve`. Reports the share read
 exactly and the share with the right number of digits, in each style.
 
-    python mnist.py --val --out val.pt            # trains without the writers of mnist.PEN_VAL_WRITERS
+    python mnist.py --val --fold 3 --out val.pt             # trains without writers 21-30 (mnist.PEN_FOLDS)
     python tools/written_numbers.py --weights val.pt      # reads numbers they wrote
     python tools/written_numbers.py --weights val.pt --serve   # the same numbers, posted to mnist.py serve
 
@@ -102,11 +102,13 @@ def main():
     p.add_argument("--weights", default="val.pt", help="trained with --val (default: %(default)s)")
     p.add_argument("--count", type=int, default=300, help="numbers a style (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which numbers, sizes and places")
+    p.add_argument("--fold", type=int, choices=(1, 2, 3), default=3, help="the writers the weights never saw: "
+                   "mnist.PEN_FOLDS[fold - 1] (default: %(default)s, writers 21-30)")
     p.add_argument("--styles", nargs="*", default=list(STYLES), help="(default: all)")
     p.add_argument("--serve", action="store_true", help="post each picture to mnist.py serve instead")
     args = p.parse_args()
     pen = datafiles.load_pendigits()
-    writers = list(mnist.PEN_VAL_WRITERS)
+    writers = list(mnist.PEN_FOLDS[args.fold - 1])
     proc = None
     if args.serve:
         from tools.browser import start
