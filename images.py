@@ -249,10 +249,11 @@ TALL = 0.5           # a mark at least this share of the tallest mark's height i
 SAME_DIGIT = 0.5     # two such marks are one digit when the narrower has this share of its width under the other
 REACH = 0.2          # a smaller mark (a 5's or 7's bar, a dot of a broken stroke) joins the digit it is under,
                      # or the nearest within this share of the tallest mark's height; farther, it is a speck
-TOUCHING = 1.4       # in a number, a digit wider than this many times the tallest mark is digits that touch
-                     # (99% of the pen digits are under 1.31 times their own height): it is cut where the least
-                     # ink is, about every WIDTH times that height (the pen digits' median width, 0.64 of their
-WIDTH = 0.6          # height). A picture of one mark is one digit, however wide: as a one-digit picture was read
+TOUCHING = 2.0       # in a number, a digit wider than this many times the tallest mark is digits that touch
+                     # (no pen digit is as wide as that: the widest, a flat 0, is 1.96 times its height; at 1.4
+                     # one writer's 0s and 2s were cut): it is cut where the least ink is, about every WIDTH
+WIDTH = 0.6          # times that height (the pen digits' median width, 0.64 of their height). A picture of one
+                     # mark is one digit, however wide: as a one-digit picture was read
 
 
 class TooManyDigits(ImageError):

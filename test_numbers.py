@@ -81,13 +81,13 @@ def test_broken_strokes_bars_and_specks(pen):
 
 def test_touching_digits_are_cut_as_a_best_effort(pen):
     """Digits whose inks touch are one mark. In a number, a mark over TOUCHING times as wide as the tallest is
-    cut where the least ink is, about every WIDTH times that height: a 1 and three touching 0s, "1000". A
+    cut where the least ink is, about every WIDTH times that height: a 1 and four touching 0s, "10000". A
     picture of one mark is one digit, however wide."""
-    zeros = [[(200 + 130 * k + 60 * math.cos(t / 5), 140 + 100 * math.sin(t / 5)) for t in range(33)] for k in range(3)]
+    zeros = [[(200 + 130 * k + 60 * math.cos(t / 5), 140 + 100 * math.sin(t / 5)) for t in range(33)] for k in range(4)]
     one = [[(60, 40), (60, 240)]]
-    found = images.read_digits(io.BytesIO(canvas(one + zeros, pen=20, size=(560, 280))))
-    assert len(found) == 4 and all(a[1][2] <= b[1][0] + 1 for a, b in itertools.pairwise(found))
-    assert len(images.read_digits(io.BytesIO(canvas(zeros, pen=20, size=(560, 280))))) == 1
+    found = images.read_digits(io.BytesIO(canvas(one + zeros, pen=20, size=(720, 280))))
+    assert len(found) == 5 and all(a[1][2] <= b[1][0] + 1 for a, b in itertools.pairwise(found))
+    assert len(images.read_digits(io.BytesIO(canvas(zeros, pen=20, size=(720, 280))))) == 1
 
 
 def test_more_digits_than_the_bound_and_a_page_of_specks_are_refused(pen, trained, tmp_path, capsys):
