@@ -246,7 +246,9 @@ def prepare_image(source):
 MAX_DIGITS = 12      # a picture with more digits than this is refused: a number, not a page of text
 SPECK = 0.02         # a mark (connected ink) with less ink than this share of the largest is a speck
 TALL = 0.5           # a mark at least this share of the tallest mark's height is a digit or its main part
-SAME_DIGIT = 0.5     # two such marks are one digit when the narrower has this share of its width under the other
+SAME_DIGIT = 0.5     # two such marks are one digit when the narrower has this share of its width under the other,
+ONE_WIDTH = 0.9      # or any of it and together they are at most this many times the tallest mark wide (90% of
+                     # the pen digits are): a digit broken in two pieces side by side, not two slanted digits
 REACH = 0.2          # a smaller mark (a 5's or 7's bar, a dot of a broken stroke) joins the digit it is under,
                      # or the nearest within this share of the tallest mark's height; farther, it is a speck
 TOUCHING = 2.0       # in a number, a digit wider than this many times the tallest mark is digits that touch
@@ -266,7 +268,7 @@ def find_digits(ink):
 
     The marks are the 8-connected pixels of at least CROP of the most ink (what frame crops to). Specks
     (SPECK) are dropped. The tall marks (TALL) are the digits, a pair of them one digit when they stand over
-    each other (SAME_DIGIT: a 4 written in two strokes); each smaller mark joins the digit it is under or
+    each other (SAME_DIGIT, ONE_WIDTH: a 4 written in two strokes, a broken stroke); each smaller mark joins the digit it is under or
     the nearest within REACH, and is dropped farther away. In a number, a digit too wide for one (TOUCHING)
     is cut."""
     mask = (ink > CROP * ink.max()).numpy()
@@ -285,7 +287,8 @@ def find_digits(ink):
         if digits:
             x0, x1, marks = digits[-1]
             under = min(x1, box[i, 2]) - max(x0, box[i, 0])
-            if under >= SAME_DIGIT * min(x1 - x0, width[i]):
+            if under >= SAME_DIGIT * min(x1 - x0, width[i]) or (
+                    under > 0 and max(x1, box[i, 2]) - x0 <= ONE_WIDTH * height.max()):
                 digits[-1] = [x0, max(x1, box[i, 2]), marks + [i]]
                 continue
         digits.append([box[i, 0], box[i, 2], [i]])

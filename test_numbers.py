@@ -16,7 +16,7 @@ import images
 import mnist
 from test_serve import request
 from tools.browser import start
-from tools.samples import canvas, fit, jpeg, photo
+from tools.samples import canvas, fit, ink, jpeg, photo, sideways, transparent
 from tools.written_numbers import (
     STYLES,
     number_picture,
@@ -52,14 +52,14 @@ def test_a_one_digit_picture_is_read_as_one_digit_alone(pen, data):
     and the pen writers' digits of two or more strokes (a 4, a 5 with its bar, a 7 with its bar) as one."""
     images_, _ = data["test"]
     gen = torch.Generator().manual_seed(3)
-    from tools.samples import ink, sideways, transparent
-
     makers = (lambda a: jpeg(photo(a, gen)), lambda a: transparent((0, 0, 0))(a, gen), lambda a: sideways(a, gen))
     for i in range(30):
         picture = makers[i % 3](ink(images_[i], 2 + i % 7, torch.randint(0, 80, (4,), generator=gen).tolist()))
         found = images.read_digits(io.BytesIO(picture))
         assert len(found) == 1 and torch.equal(found[0][0], images.prepare_image(io.BytesIO(picture)))
-    several = [i for i in range(0, len(pen["labels"]), 7) if len(strokes_of(pen, i)) > 1][:300]
+    segments = [pen["segments"][i, :pen["counts"][i]] for i in range(len(pen["labels"]))]
+    lifts = [int((s[1:, :2] != s[:-1, 2:]).any(1).sum()) for s in segments]  # where a segment starts anew
+    several = [i for i, n in enumerate(lifts) if n >= 1][::5][:300]  # written in two strokes or more
     split = [i for i in several if len(images.read_digits(io.BytesIO(
         canvas(fit(strokes_of(pen, i), 200, 30, 30), pen=20)))) != 1]
     assert len(split) <= 0.01 * len(several)

@@ -123,12 +123,12 @@ def main():
                     files[-1].write_bytes(make(pen(images[i], gen), gen))
                 out = subprocess.run([sys.executable, str(ROOT / "mnist.py"), "predict", *map(str, files), "--weights",
                                       args.weights, "--json"], capture_output=True, text=True, check=False).stdout
-                by_cli = sum(a.get("digit") == labels[i].item() for a, i in zip(json.loads(out), picks))
+                by_cli = sum(a.get("number") == str(labels[i].item()) for a, i in zip(json.loads(out), picks))
                 by_http = 0
                 for f, i in zip(files, picks):
                     try:
                         with urllib.request.urlopen(urllib.request.Request(url + "predict", f.read_bytes())) as r:
-                            by_http += json.load(r)["digit"] == labels[i].item()
+                            by_http += json.load(r)["number"] == str(labels[i].item())
                     except urllib.error.HTTPError:
                         pass
                 totals["predict"] += by_cli
