@@ -268,9 +268,9 @@ def find_digits(ink):
 
     The marks are the 8-connected pixels of at least CROP of the most ink (what frame crops to). Specks
     (SPECK) are dropped. The tall marks (TALL) are the digits, a pair of them one digit when they stand over
-    each other (SAME_DIGIT, ONE_WIDTH: a 4 written in two strokes, a broken stroke); each smaller mark joins the digit it is under or
-    the nearest within REACH, and is dropped farther away. In a number, a digit too wide for one (TOUCHING)
-    is cut."""
+    each other (SAME_DIGIT, ONE_WIDTH: a 4 written in two strokes, a broken stroke); each smaller mark joins
+    the digit it is under or the nearest within REACH, and is dropped farther away. In a number, a digit
+    too wide for one (TOUCHING) is cut. docs/numbers.md gives the rules' reasons and measurements."""
     mask = (ink > CROP * ink.max()).numpy()
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     mass = np.bincount(labels.ravel(), weights=ink.numpy().ravel(), minlength=n + 1)[1:]
