@@ -61,9 +61,11 @@ def draw(strokes, style, gen, size=280):
 
 
 def read(model, pictures):
-    """The digit predict reads in each picture (PNG bytes)."""
-    x = torch.stack([images.prepare_image(io.BytesIO(p)) for p in pictures])
-    return mnist.logits_over_views(model, x).argmax(1)
+    """The digit predict reads in each picture (PNG bytes), as it finds digits (images.read_digits); -1 where
+    it finds more than one, which is as wrong as a wrong digit."""
+    found = [images.read_digits(io.BytesIO(p)) for p in pictures]
+    digits = mnist.logits_over_views(model, torch.stack([f[0][0] for f in found])).argmax(1)
+    return torch.where(torch.tensor([len(f) == 1 for f in found]), digits, -1)
 
 
 def read_styles(model, pen, fold, styles, per_style=0):
