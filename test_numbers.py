@@ -16,13 +16,13 @@ import images
 import mnist
 from test_serve import request
 from tools.browser import start
+from tools.handwriting import strokes_of
 from tools.samples import canvas, fit, ink, jpeg, photo, sideways, transparent
 from tools.written_numbers import (
     STYLES,
     number_picture,
     numbers,
     read_locally,
-    strokes_of,
 )
 
 PER_STYLE = 60
@@ -61,7 +61,7 @@ def test_a_one_digit_picture_is_read_as_one_digit_alone(pen, data):
     lifts = [int((s[1:, :2] != s[:-1, 2:]).any(1).sum()) for s in segments]  # where a segment starts anew
     several = [i for i, n in enumerate(lifts) if n >= 1][::5][:300]  # written in two strokes or more
     split = [i for i in several if len(images.read_digits(io.BytesIO(
-        canvas(fit(strokes_of(pen, i), 200, 30, 30), pen=20)))) != 1]
+        canvas(fit(strokes_of(pen["segments"][i], pen["counts"][i]), 200, 30, 30), pen=20)))) != 1]
     assert len(split) <= 0.01 * len(several)
 
 

@@ -28,15 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import datafiles
 import images
 import mnist
+from tools.handwriting import strokes_of
 from tools.samples import canvas, fit, jpeg, photo
 
 STYLES = ("pad", "white paper", "photo")
 HEIGHT = 280  # the pad's height in pixels, as the serve page's
-
-
-def strokes_of(pen, i):
-    """Pen digit i's strokes: lists of (x, y) points, y down, one list per segment."""
-    return [[(x0, y0), (x1, y1)] for x0, y0, x1, y1 in pen["segments"][i, :pen["counts"][i]].tolist()]
 
 
 def number_picture(pen, indices, style, gen, pen_px=20, width=0):
@@ -46,7 +42,7 @@ def number_picture(pen, indices, style, gen, pen_px=20, width=0):
     base = 140 + 100 * r()
     placed, x = [], 10 + 40 * r() + pen_px / 2
     for i in indices:
-        strokes = strokes_of(pen, i)
+        strokes = strokes_of(pen["segments"][i], pen["counts"][i])
         xs = [p[0] for s in strokes for p in s]
         ys = [p[1] for s in strokes for p in s]
         w, h = max(xs) - min(xs), max(ys) - min(ys)
